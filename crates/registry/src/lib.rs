@@ -1,0 +1,346 @@
+//! `registry`: the authoritative map from any address to the hakmem region
+//! that contains it.
+//!
+//! Ownership of a pointer is decided here and nowhere else (lesson 1): never by
+//! reading bytes near the pointer (lesson 2). Regions start on a
+//! [`GRANULE`]-aligned address (4 MiB) and may be any length; every granule a
+//! region touches records `(base, end)`, so every address inside a region
+//! resolves to it and addresses past `end` in its last granule do not.
+//!
+//! Shape: a static root of `2^ROOT_BITS` pointers to lazily created leaves of
+//! `2^LEAF_BITS` entries, covering the 47-bit user address space. Lookup is two
+//! dependent loads and two compares, with no lock. Registration and removal
+//! happen on slow paths. Leaves are never freed, so a racing lookup never reads
+//! freed memory. Leaf memory comes from the caller ([`LeafSource`]): this box
+//! does not talk to the OS.
+//!
+//! A [`Region`] can only be obtained from [`Registry::lookup`], so code that
+//! takes a `Region` knows the address was proven to be hakmem's:
+//!
+//! ```compile_fail
+//! let forged = registry::Region { base: core::ptr::NonNull::dangling(), end: 0 };
+//! ```
+#![cfg_attr(not(any(test, loom)), no_std)]
+
+use core::ptr::{self, NonNull};
+
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+#[cfg(not(loom))]
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+/// log2 of the registration granule: regions are aligned to 4 MiB.
+pub const GRANULE_SHIFT: u32 = 22;
+/// Registration granule in bytes.
+pub const GRANULE: usize = 1 << GRANULE_SHIFT;
+#[cfg(not(loom))]
+const ADDRESS_BITS: u32 = 47;
+#[cfg(loom)]
+const ADDRESS_BITS: u32 = GRANULE_SHIFT + 3; // tiny table for model checking
+const INDEX_BITS: u32 = ADDRESS_BITS - GRANULE_SHIFT;
+const LEAF_BITS: u32 = if INDEX_BITS > 13 { 13 } else { 2 };
+const ROOT_BITS: u32 = INDEX_BITS - LEAF_BITS;
+const ROOT_LEN: usize = 1 << ROOT_BITS;
+const LEAF_LEN: usize = 1 << LEAF_BITS;
+
+/// One granule's record. `base == 0` means "not ours".
+#[repr(C)]
+struct Entry {
+    base: AtomicUsize,
+    end: AtomicUsize,
+}
+
+/// A leaf: `LEAF_LEN` entries. Zeroed memory is a valid, empty leaf.
+#[repr(C)]
+pub struct Leaf {
+    entries: [Entry; LEAF_LEN],
+}
+
+/// Bytes a [`LeafSource`] must provide per leaf (128 KiB).
+pub const LEAF_BYTES: usize = core::mem::size_of::<Leaf>();
+
+/// Where leaf memory comes from.
+///
+/// # Safety
+/// `alloc_leaf` must return zero-filled, writable memory of [`LEAF_BYTES`]
+/// bytes aligned to 64, valid for the rest of the process unless it is handed
+/// back through `free_leaf` (which the registry does only for a leaf it never
+/// published).
+pub unsafe trait LeafSource {
+    /// A fresh zeroed leaf, or `None` if memory is exhausted.
+    fn alloc_leaf(&self) -> Option<NonNull<u8>>;
+    /// Returns a leaf that lost a publication race and was never visible.
+    ///
+    /// # Safety
+    /// `leaf` came from `alloc_leaf` on this source and was never published.
+    unsafe fn free_leaf(&self, leaf: NonNull<u8>);
+}
+
+/// Why a registration was refused. Callers treat every one as fatal: a region
+/// that is mapped but not registered would be a silent ownership hole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterError {
+    /// `base` is null or not granule-aligned, or `len` is zero.
+    Misaligned,
+    /// The range reaches past the user address space.
+    OutOfRange,
+    /// A granule in the range is already registered.
+    Overlap,
+    /// The leaf source had no memory.
+    NoLeafMemory,
+}
+
+impl RegisterError {
+    /// A short fixed description, usable without allocating.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Misaligned => "region base not granule-aligned or empty",
+            Self::OutOfRange => "region beyond the user address space",
+            Self::Overlap => "region overlaps a registered region",
+            Self::NoLeafMemory => "no memory for a registry leaf",
+        }
+    }
+}
+
+/// Proof that an address lay inside a registered region when it was looked up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    base: NonNull<u8>,
+    end: usize,
+}
+
+impl Region {
+    /// The region's first byte (granule-aligned).
+    #[inline]
+    pub fn base(self) -> NonNull<u8> {
+        self.base
+    }
+    /// One past the region's last byte.
+    #[inline]
+    pub fn end(self) -> usize {
+        self.end
+    }
+}
+
+/// The address map. One per process in hakmem (held by `shared_pool`), but
+/// nothing here is global, so another allocator can keep its own.
+pub struct Registry {
+    roots: [AtomicPtr<Leaf>; ROOT_LEN],
+}
+
+// SAFETY: all state is atomic; leaves are immutable in layout and never freed
+// once published.
+unsafe impl Sync for Registry {}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    /// An empty registry (usable as a `static`).
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        Self { roots: [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_LEN] }
+    }
+
+    /// An empty registry.
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self { roots: core::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())) }
+    }
+
+    #[inline]
+    fn entry(&self, addr: usize) -> Option<&Entry> {
+        if addr >> ADDRESS_BITS != 0 {
+            return None;
+        }
+        let g = addr >> GRANULE_SHIFT;
+        let leaf = self.roots[g >> LEAF_BITS].load(Ordering::Acquire);
+        if leaf.is_null() {
+            return None;
+        }
+        // SAFETY: published leaves are valid forever; the index is masked.
+        Some(unsafe { &(*leaf).entries[g & (LEAF_LEN - 1)] })
+    }
+
+    /// The region containing `addr`, if any. Lock-free; never reads `addr`.
+    #[inline]
+    pub fn lookup(&self, addr: usize) -> Option<Region> {
+        let e = self.entry(addr)?;
+        // Acquire pairs with the Release in `register`: `end` and the region's
+        // header are visible once `base` is.
+        let base = e.base.load(Ordering::Acquire);
+        if base == 0 {
+            return None;
+        }
+        let end = e.end.load(Ordering::Relaxed);
+        if addr >= end {
+            return None;
+        }
+        debug_assert!(addr >= base);
+        // SAFETY: `base != 0` checked above.
+        Some(Region { base: unsafe { NonNull::new_unchecked(base as *mut u8) }, end })
+    }
+
+    fn leaf_for(&self, g: usize, src: &impl LeafSource) -> Result<*mut Leaf, RegisterError> {
+        let slot = &self.roots[g >> LEAF_BITS];
+        let cur = slot.load(Ordering::Acquire);
+        if !cur.is_null() {
+            return Ok(cur);
+        }
+        let fresh = src.alloc_leaf().ok_or(RegisterError::NoLeafMemory)?;
+        debug_assert!(fresh.as_ptr() as usize % 64 == 0);
+        let fresh = fresh.as_ptr().cast::<Leaf>();
+        match slot.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Ok(fresh),
+            Err(winner) => {
+                // SAFETY: `fresh` came from `src` and was never published.
+                unsafe { src.free_leaf(NonNull::new_unchecked(fresh.cast())) };
+                Ok(winner)
+            }
+        }
+    }
+
+    /// Records `[base, base + len)` as one region. On error nothing is recorded.
+    ///
+    /// Concurrent registrations of disjoint ranges are fine; a range must not be
+    /// registered while a lookup inside it expects "not ours".
+    pub fn register(&self, base: usize, len: usize, src: &impl LeafSource) -> Result<(), RegisterError> {
+        if base == 0 || base % GRANULE != 0 || len == 0 {
+            return Err(RegisterError::Misaligned);
+        }
+        let end = base.checked_add(len).ok_or(RegisterError::OutOfRange)?;
+        if (end - 1) >> ADDRESS_BITS != 0 {
+            return Err(RegisterError::OutOfRange);
+        }
+        let (first, last) = (base >> GRANULE_SHIFT, (end - 1) >> GRANULE_SHIFT);
+        for g in first..=last {
+            let leaf = self.leaf_for(g, src)?;
+            // SAFETY: published leaf, masked index.
+            let e = unsafe { &(*leaf).entries[g & (LEAF_LEN - 1)] };
+            if e.base.load(Ordering::Relaxed) != 0 {
+                self.clear(first, g);
+                return Err(RegisterError::Overlap);
+            }
+            e.end.store(end, Ordering::Relaxed);
+            e.base.store(base, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    fn clear(&self, first: usize, stop: usize) {
+        for g in first..stop {
+            if let Some(e) = self.entry(g << GRANULE_SHIFT) {
+                e.base.store(0, Ordering::Release);
+                e.end.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Forgets a region registered with exactly `base` and `len`.
+    /// Call before the memory is unmapped.
+    pub fn unregister(&self, base: usize, len: usize) {
+        debug_assert!(self.lookup(base).is_some_and(|r| r.base.as_ptr() as usize == base && r.end == base + len));
+        let last = (base + len - 1) >> GRANULE_SHIFT;
+        self.clear(base >> GRANULE_SHIFT, last + 1);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::alloc::{alloc_zeroed, dealloc, Layout};
+    use std::sync::atomic::AtomicUsize as Count;
+
+    struct Heap(Count);
+    const L: Layout = match Layout::from_size_align(LEAF_BYTES, 64) {
+        Ok(l) => l,
+        Err(_) => panic!(),
+    };
+    // SAFETY: returns zeroed, 64-aligned, LEAF_BYTES allocations that are only
+    // freed when never published.
+    unsafe impl LeafSource for Heap {
+        fn alloc_leaf(&self) -> Option<NonNull<u8>> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: L has non-zero size.
+            NonNull::new(unsafe { alloc_zeroed(L) })
+        }
+        unsafe fn free_leaf(&self, leaf: NonNull<u8>) {
+            // SAFETY: allocated above with layout L.
+            unsafe { dealloc(leaf.as_ptr(), L) }
+        }
+    }
+
+    const G: usize = GRANULE;
+
+    #[test]
+    fn every_address_inside_resolves_and_nothing_outside_does() {
+        let r = Registry::new();
+        let src = Heap(Count::new(0));
+        let base = 0x7f12_3440_0000usize & !(G - 1);
+        let len = 3 * G + 12345;
+        r.register(base, len, &src).unwrap();
+        for a in [base, base + 1, base + G, base + 2 * G + 7, base + len - 1] {
+            let reg = r.lookup(a).expect("inside");
+            assert_eq!(reg.base().as_ptr() as usize, base);
+            assert_eq!(reg.end(), base + len);
+        }
+        for a in [base - 1, base + len, base + 4 * G - 1, base + 4 * G, 0, usize::MAX, 1 << 47] {
+            assert!(r.lookup(a).is_none(), "{a:#x}");
+        }
+        r.unregister(base, len);
+        assert!(r.lookup(base).is_none());
+        assert!(r.lookup(base + len - 1).is_none());
+    }
+
+    #[test]
+    fn lookup_right_after_register_and_across_leaves() {
+        let r = Registry::new();
+        let src = Heap(Count::new(0));
+        // Straddles a leaf boundary (LEAF_LEN granules per leaf).
+        let base = (5 * LEAF_LEN - 1) * G;
+        r.register(base, 2 * G, &src).unwrap();
+        assert_eq!(src.0.load(Ordering::Relaxed), 2);
+        assert!(r.lookup(base + G + 5).is_some());
+        assert!(r.lookup(base + 2 * G).is_none());
+    }
+
+    #[test]
+    fn refuses_bad_ranges_without_side_effects() {
+        let r = Registry::new();
+        let src = Heap(Count::new(0));
+        assert_eq!(r.register(G + 1, G, &src), Err(RegisterError::Misaligned));
+        assert_eq!(r.register(0, G, &src), Err(RegisterError::Misaligned));
+        assert_eq!(r.register(G, 0, &src), Err(RegisterError::Misaligned));
+        assert_eq!(r.register(1 << 47, G, &src), Err(RegisterError::OutOfRange));
+        r.register(8 * G, 2 * G, &src).unwrap();
+        assert_eq!(r.register(7 * G, 2 * G, &src), Err(RegisterError::Overlap));
+        // The failed registration left granule 7 empty.
+        assert!(r.lookup(7 * G).is_none());
+        assert_eq!(r.lookup(9 * G).unwrap().base().as_ptr() as usize, 8 * G);
+    }
+
+    #[test]
+    fn many_threads_register_disjoint_regions() {
+        let r = std::sync::Arc::new(Registry::new());
+        let src = std::sync::Arc::new(Heap(Count::new(0)));
+        let hs: std::vec::Vec<_> = (0..4usize)
+            .map(|t| {
+                let (r, src) = (r.clone(), src.clone());
+                std::thread::spawn(move || {
+                    for i in 0..500usize {
+                        let base = (1 + t * 1000 + i) * G * 3;
+                        r.register(base, G + 1, &*src).unwrap();
+                        assert!(r.lookup(base + G).is_some());
+                        assert!(r.lookup(base + G + 1).is_none());
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    }
+}
