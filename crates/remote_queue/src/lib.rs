@@ -21,8 +21,7 @@
 //! The queue also carries the *detached* state used by `shared_pool`: an owner
 //! that finds its slab full gives it up with [`detach`](RemoteQueue::detach), and
 //! exactly one later pusher learns ([`Push::Woke`]) that it brought the slab back
-//! to life and must publish it for adoption. Owner id and list head are two words
-//! on their own cache line, away from the owner's hot single-writer fields.
+//! to life and must publish it for adoption.
 //!
 //! Cost: `push` is one load plus one CAS (uncontended); `drain` is one swap.
 #![cfg_attr(not(any(test, loom)), no_std)]
@@ -61,7 +60,9 @@ pub enum Push {
 }
 
 /// A multi-producer, single-consumer return queue with an ownership word.
-#[repr(C, align(64))]
+///
+/// Two words. Place it on a cache line apart from the owner's hot fields.
+#[repr(C)]
 pub struct RemoteQueue {
     head: AtomicUsize,
     owner: AtomicUsize,

@@ -1,1 +1,113 @@
-#![no_std]
+//! `superslab`: where hakmem's memory comes from and how it is laid out.
+//!
+//! - [`os`]: the only code that maps, unmaps or decommits memory.
+//! - [`size_class`]: the one table of block layout per size class.
+//! - [`Segment`]: a 4 MiB, 4 MiB-aligned region of equal slabs whose metadata
+//!   sits in the segment header; [`LargeRegion`]: one directly mapped block.
+//! - [`Slab`]: per-slab metadata and the owner's single-writer operations,
+//!   gated by the ownership token of the slab's [`remote_queue::RemoteQueue`].
+//! - [`UserPtr`] / [`BlockPtr`]: the two views of a block address.
+//!
+//! Architecture invariant: this crate never decides whether a pointer is
+//! hakmem's (that is `registry`'s job) and never reads memory at a user
+//! pointer. It keeps no global state.
+#![cfg_attr(not(test), no_std)]
+
+pub mod os;
+pub mod ptr;
+pub mod segment;
+pub mod size_class;
+pub mod slab;
+
+pub use ptr::{BlockPtr, UserPtr};
+pub use segment::{region_kind, LargeRegion, RegionKind, Segment, SegmentPoolState, SEGMENT_SHIFT, SEGMENT_SIZE};
+pub use size_class::{class_of, ClassLayout, SlabKind, CLASSES, MEDIUM_MAX, NUM_CLASSES};
+pub use slab::{BadPointer, Slab};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_layout_and_slab_lookup() {
+        let seg = Segment::create(SlabKind::Small).expect("map");
+        // SAFETY: just created.
+        let s = unsafe { seg.as_ref() };
+        let base = seg.as_ptr() as usize;
+        assert_eq!(base % SEGMENT_SIZE, 0);
+        assert_eq!(s.slab_count(), 64);
+        assert!(core::ptr::eq(s.slab_of(base + 65536 * 3 + 100), s.slab(3)));
+        assert_eq!(s.slot_of(s.slab(5)), 5);
+        assert!(core::ptr::eq(Segment::of_slab(s.slab(9)), s));
+        // Slot 0 (the header) never yields a block.
+        let p = UserPtr::new((base + 128) as *mut u8).unwrap();
+        assert_eq!(s.slab_of(p.addr()).block_of(p), Err(BadPointer::SlabUnused));
+        // SAFETY: fresh, unregistered, unused.
+        unsafe { Segment::destroy(seg) };
+    }
+
+    #[test]
+    fn owner_pops_pushes_and_collects_remote_frees() {
+        let seg = Segment::create(SlabKind::Small).expect("map");
+        // SAFETY: just created.
+        let s = unsafe { seg.as_ref() };
+        let slab = s.slab(1);
+        let tok = slab.remote.claim(42).unwrap();
+        let c = class_of(48);
+        slab.format(&tok, c);
+        let cap = CLASSES[c].capacity as usize;
+        let mut got = std::vec::Vec::new();
+        loop {
+            match slab.pop(&tok) {
+                Some(b) => got.push(b),
+                None if slab.refill(&tok) => continue,
+                None => break,
+            }
+        }
+        assert_eq!(got.len(), cap);
+        assert_eq!(slab.used(&tok), cap as u32);
+        let mut addrs: std::vec::Vec<usize> = got.iter().map(|b| b.addr()).collect();
+        addrs.sort();
+        addrs.dedup();
+        assert_eq!(addrs.len(), cap, "no block handed out twice");
+        for w in addrs.windows(2) {
+            assert!(w[1] - w[0] >= 48, "blocks overlap");
+        }
+        // Interior pointers are rejected; block starts accepted.
+        let first = UserPtr::new(addrs[0] as *mut u8).unwrap();
+        let inner = UserPtr::new((addrs[0] + 16) as *mut u8).unwrap();
+        assert_eq!(slab.block_of(inner), Err(BadPointer::NotBlockStart));
+        assert!(slab.block_of(first).is_ok());
+        // Half come back remotely, half locally.
+        let half = got.len() / 2;
+        for (i, b) in got.into_iter().enumerate() {
+            if i < half {
+                let _ = slab.push_remote(b);
+            } else {
+                slab.push_local(&tok, b);
+            }
+        }
+        assert_eq!(slab.used(&tok), half as u32);
+        assert!(slab.collect_remote(&tok));
+        assert_eq!(slab.used(&tok), 0);
+        slab.remote.release(tok);
+        // SAFETY: no blocks live; nothing refers to the segment.
+        unsafe { Segment::destroy(seg) };
+    }
+
+    #[test]
+    fn large_region_alignment_and_usable_size() {
+        for align in [16usize, 4096, 1 << 20, 8 << 20] {
+            let h = LargeRegion::create(300_000, align).expect("map");
+            // SAFETY: just created.
+            let r = unsafe { h.as_ref() };
+            assert_eq!(r.user().addr() % align, 0);
+            assert!(r.usable() >= 300_000);
+            assert!(r.is_block(r.user()));
+            assert_eq!(h.as_ptr() as usize % SEGMENT_SIZE, 0);
+            // SAFETY: fresh and unreferenced.
+            unsafe { LargeRegion::destroy(h) };
+        }
+        assert!(LargeRegion::create(usize::MAX - 100, 16).is_none());
+    }
+}

@@ -1,0 +1,139 @@
+//! The only place in hakmem's allocator that asks the OS for memory or gives it
+//! back (`mmap`, `munmap`, `madvise`, `mremap`), plus an allocation-free way to
+//! die with a one-line message. Nothing here allocates or takes a lock.
+
+use core::ptr::{self, NonNull};
+
+/// The system page size hakmem assumes (checked once, see [`page_size_ok`]).
+pub const PAGE: usize = 4096;
+
+/// Maps `len` bytes of fresh, zeroed, read-write memory.
+pub fn map(len: usize) -> Option<NonNull<u8>> {
+    // SAFETY: anonymous private mapping at a kernel-chosen address; no existing
+    // memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(p.cast())
+    }
+}
+
+/// Maps `len` bytes aligned to `align` (a power of two >= PAGE) by mapping
+/// `len + align` and trimming both ends. Fresh memory is zero.
+pub fn map_aligned(len: usize, align: usize) -> Option<NonNull<u8>> {
+    debug_assert!(align.is_power_of_two() && align >= PAGE && len % PAGE == 0);
+    let over = len.checked_add(align)?;
+    let raw = map(over)?.as_ptr() as usize;
+    let start = (raw + align - 1) & !(align - 1);
+    let head = start - raw;
+    let tail = over - head - len;
+    // SAFETY: both trimmed ranges lie inside the mapping we just created and
+    // nobody else has seen them.
+    unsafe {
+        if head != 0 {
+            unmap(raw as *mut u8, head);
+        }
+        if tail != 0 {
+            unmap((start + len) as *mut u8, tail);
+        }
+    }
+    NonNull::new(start as *mut u8)
+}
+
+/// Unmaps a range.
+///
+/// # Safety
+/// `[p, p + len)` must be page-aligned memory mapped by this module that
+/// nothing will touch again.
+pub unsafe fn unmap(p: *mut u8, len: usize) {
+    // SAFETY: per the caller's contract.
+    let r = unsafe { libc::munmap(p.cast(), len) };
+    if r != 0 {
+        fatal("munmap failed", p as usize);
+    }
+}
+
+/// Gives the physical pages of a range back to the OS; the range stays mapped
+/// and reads back as zero afterwards.
+///
+/// # Safety
+/// `[p, p + len)` must be page-aligned memory mapped by this module whose
+/// contents are no longer needed.
+pub unsafe fn decommit(p: *mut u8, len: usize) {
+    // SAFETY: per the caller's contract; MADV_DONTNEED on private anonymous
+    // memory only drops page contents.
+    unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) };
+}
+
+/// Tries to resize a mapping in place (never moves it).
+///
+/// # Safety
+/// `[p, p + old)` must be a mapping made by this module.
+pub unsafe fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
+    // SAFETY: flags 0 forbid moving; on failure nothing changes.
+    let r = unsafe { libc::mremap(p.cast(), old, new, 0) };
+    r != libc::MAP_FAILED
+}
+
+/// True if the running kernel's page size is the one hakmem was built for.
+pub fn page_size_ok() -> bool {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) == PAGE as libc::c_long }
+}
+
+/// Writes raw bytes to stderr, ignoring errors. Does not allocate.
+pub fn write_stderr(bytes: &[u8]) {
+    let mut off = 0;
+    while off < bytes.len() {
+        // SAFETY: the slice is valid for reads of its length.
+        let n = unsafe { libc::write(2, bytes[off..].as_ptr().cast(), bytes.len() - off) };
+        if n <= 0 {
+            return;
+        }
+        off += n as usize;
+    }
+}
+
+/// Formats `v` as `0x…` hex into `buf`, returning the used tail.
+pub fn fmt_hex(v: usize, buf: &mut [u8; 18]) -> &[u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut i = buf.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[v & 15];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    i -= 1;
+    buf[i] = b'x';
+    i -= 1;
+    buf[i] = b'0';
+    &buf[i..]
+}
+
+/// Prints `hakmem: <msg> at <addr>` and aborts the process. Does not allocate,
+/// so it is safe on any allocator path.
+#[cold]
+pub fn fatal(msg: &str, addr: usize) -> ! {
+    let mut buf = [0u8; 18];
+    write_stderr(b"hakmem: ");
+    write_stderr(msg.as_bytes());
+    write_stderr(b" at ");
+    write_stderr(fmt_hex(addr, &mut buf));
+    write_stderr(b"\n");
+    // SAFETY: abort has no preconditions and does not return.
+    unsafe { libc::abort() }
+}

@@ -1,0 +1,269 @@
+//! Segments: 4 MiB, 4 MiB-aligned regions carved into equal slabs, with all
+//! slab metadata in a header at the segment's start (none inside slabs), and
+//! large regions: one directly mapped block with a small header.
+//!
+//! Both kinds start with a [`RegionKind`] word, so code that has proven an
+//! address to be hakmem's (through the registry) can tell them apart.
+
+use crate::os;
+use crate::ptr::UserPtr;
+use crate::size_class::SlabKind;
+use crate::slab::Slab;
+use core::cell::UnsafeCell;
+use core::ptr::{self, NonNull};
+
+/// log2 of the segment size; equals the registry granule.
+pub const SEGMENT_SHIFT: u32 = 22;
+/// Segment size and alignment (4 MiB).
+pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
+/// Slab slots in a segment of small slabs (slot 0 holds the header).
+pub const MAX_SLABS: usize = SEGMENT_SIZE >> crate::size_class::SMALL_SLAB_SHIFT;
+
+/// The first word of every hakmem region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum RegionKind {
+    /// A [`Segment`] of slabs.
+    Segment = 0x5e65_0001,
+    /// A [`LargeRegion`]: one block.
+    Large = 0x1a49_0002,
+}
+
+/// Reads the kind of a registered region.
+///
+/// # Safety
+/// `base` must be the base of a live region created by this crate.
+#[inline(always)]
+pub unsafe fn region_kind(base: NonNull<u8>) -> RegionKind {
+    // SAFETY: every region starts with a RegionKind written at creation.
+    unsafe { *base.as_ptr().cast::<RegionKind>() }
+}
+
+/// Pool bookkeeping of a segment. Only the pool touches it, under its lock.
+#[derive(Debug)]
+pub struct SegmentPoolState {
+    /// Slots whose slabs are empty and unowned (bit i = slot i).
+    pub free_mask: u64,
+    /// Free slots whose pages may be resident (not yet decommitted).
+    pub dirty_mask: u64,
+    /// Neighbours in the pool's list of segments with free slots.
+    pub next: *mut Segment,
+    /// See `next`.
+    pub prev: *mut Segment,
+    /// True while on that list.
+    pub listed: bool,
+}
+
+/// A segment header.
+#[repr(C, align(64))]
+pub struct Segment {
+    kind: RegionKind,
+    slab_kind: SlabKind,
+    slab_shift: u32,
+    slab_count: u32,
+    pool: UnsafeCell<SegmentPoolState>,
+    slabs: [Slab; MAX_SLABS],
+}
+
+static_assertions::const_assert!(core::mem::size_of::<Segment>() <= 1 << crate::size_class::SMALL_SLAB_SHIFT);
+
+// SAFETY: slab metadata is Sync; the pool state is only touched under the
+// pool's lock.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Maps a fresh segment of `kind` slabs. All slots except 0 are free and
+    /// clean (fresh zero pages). Not registered: that is the caller's job.
+    pub fn create(kind: SlabKind) -> Option<NonNull<Segment>> {
+        let base = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE)?;
+        let seg = base.cast::<Segment>();
+        let shift = kind.shift();
+        let count = (SEGMENT_SIZE >> shift) as u32;
+        // SAFETY: fresh zeroed mapping, large enough for the header (checked at
+        // compile time); zero bytes are a valid Segment except for the fields
+        // written here.
+        unsafe {
+            let s = seg.as_ptr();
+            ptr::addr_of_mut!((*s).kind).write(RegionKind::Segment);
+            ptr::addr_of_mut!((*s).slab_kind).write(kind);
+            ptr::addr_of_mut!((*s).slab_shift).write(shift);
+            ptr::addr_of_mut!((*s).slab_count).write(count);
+            let full = if count == 64 { u64::MAX } else { (1u64 << count) - 1 };
+            (*(*s).pool.get()).free_mask = full & !1;
+            for i in 1..count as usize {
+                (*s).slabs[i].set_base(base.as_ptr() as usize + (i << shift));
+            }
+        }
+        Some(seg)
+    }
+
+    /// Unmaps a segment.
+    ///
+    /// # Safety
+    /// The segment is unregistered, and no slab of it is owned, listed or holds
+    /// blocks; nothing refers to it any more.
+    pub unsafe fn destroy(seg: NonNull<Segment>) {
+        // SAFETY: per the contract, the whole mapping is dead.
+        unsafe { os::unmap(seg.as_ptr().cast(), SEGMENT_SIZE) }
+    }
+
+    /// The segment containing `addr`, given the region base the registry gave.
+    ///
+    /// # Safety
+    /// `base` must be a live segment's base.
+    #[inline(always)]
+    pub unsafe fn from_base<'a>(base: NonNull<u8>) -> &'a Segment {
+        // SAFETY: per the contract.
+        unsafe { base.cast::<Segment>().as_ref() }
+    }
+
+    /// Slab kind of this segment.
+    pub fn slab_kind(&self) -> SlabKind {
+        self.slab_kind
+    }
+
+    /// Number of slab slots (including slot 0, which never holds blocks).
+    pub fn slab_count(&self) -> usize {
+        self.slab_count as usize
+    }
+
+    /// The slab whose address range holds `addr` (slot 0 for the header area:
+    /// it never has a class, so every pointer there is rejected).
+    #[inline(always)]
+    pub fn slab_of(&self, addr: usize) -> &Slab {
+        let i = (addr - self as *const _ as usize) >> self.slab_shift;
+        &self.slabs[i & (MAX_SLABS - 1)]
+    }
+
+    /// Slab in slot `i`.
+    pub fn slab(&self, i: usize) -> &Slab {
+        &self.slabs[i]
+    }
+
+    /// Slot index of a slab of this segment.
+    pub fn slot_of(&self, s: &Slab) -> usize {
+        (s as *const Slab as usize - self.slabs.as_ptr() as usize) / core::mem::size_of::<Slab>()
+    }
+
+    /// The segment a slab's metadata lives in.
+    pub fn of_slab(s: &Slab) -> &Segment {
+        let base = s as *const Slab as usize & !(SEGMENT_SIZE - 1);
+        // SAFETY: slab metadata lives only in segment headers, which sit at
+        // the segment-aligned base of their mapping.
+        unsafe { &*(base as *const Segment) }
+    }
+
+    /// Address and length of slot `i`'s memory.
+    pub fn slot_range(&self, i: usize) -> (*mut u8, usize) {
+        ((self as *const _ as usize + (i << self.slab_shift)) as *mut u8, 1 << self.slab_shift)
+    }
+
+    /// The pool's bookkeeping.
+    ///
+    /// # Safety
+    /// The caller holds the pool lock (the only user of this state).
+    #[allow(clippy::mut_from_ref)] // exclusive by the pool lock, not by borrow
+    pub unsafe fn pool_state(&self) -> &mut SegmentPoolState {
+        // SAFETY: per the contract, access is serialised by the pool lock.
+        unsafe { &mut *self.pool.get() }
+    }
+}
+
+/// Header of a directly mapped block.
+#[repr(C)]
+pub struct LargeRegion {
+    kind: RegionKind,
+    map_len: usize,
+    user_off: usize,
+}
+
+/// Bytes before the user block in a large region when no alignment is asked.
+pub const LARGE_HEADER: usize = 64;
+
+impl LargeRegion {
+    /// Maps a region for `size` bytes aligned to `align` (a power of two).
+    /// The region base is aligned to at least [`SEGMENT_SIZE`]. Fresh memory is
+    /// zero. Returns the header; not registered.
+    pub fn create(size: usize, align: usize) -> Option<NonNull<LargeRegion>> {
+        let user_off = align.max(LARGE_HEADER);
+        let map_len = user_off.checked_add(size)?.checked_add(os::PAGE - 1)? & !(os::PAGE - 1);
+        if map_len > isize::MAX as usize / 2 {
+            return None;
+        }
+        let base = os::map_aligned(map_len, align.max(SEGMENT_SIZE))?;
+        let h = base.cast::<LargeRegion>();
+        // SAFETY: fresh mapping of at least one page.
+        unsafe { h.as_ptr().write(LargeRegion { kind: RegionKind::Large, map_len, user_off }) };
+        Some(h)
+    }
+
+    /// Unmaps the region.
+    ///
+    /// # Safety
+    /// Unregistered and unreferenced.
+    pub unsafe fn destroy(h: NonNull<LargeRegion>) {
+        // SAFETY: per the contract.
+        unsafe {
+            let len = h.as_ref().map_len;
+            os::unmap(h.as_ptr().cast(), len);
+        }
+    }
+
+    /// The header of a registered large region.
+    ///
+    /// # Safety
+    /// `base` is a live large region's base.
+    #[inline]
+    pub unsafe fn from_base<'a>(base: NonNull<u8>) -> &'a LargeRegion {
+        // SAFETY: per the contract.
+        unsafe { base.cast::<LargeRegion>().as_ref() }
+    }
+
+    /// The block handed to the program.
+    pub fn user(&self) -> UserPtr {
+        UserPtr::new((self as *const _ as usize + self.user_off) as *mut u8).expect("non-null")
+    }
+
+    /// Usable bytes of the block.
+    pub fn usable(&self) -> usize {
+        self.map_len - self.user_off
+    }
+
+    /// Length of the whole mapping.
+    pub fn map_len(&self) -> usize {
+        self.map_len
+    }
+
+    /// True if `p` is this region's block start.
+    pub fn is_block(&self, p: UserPtr) -> bool {
+        p.addr() == self as *const _ as usize + self.user_off
+    }
+
+    /// Tries to grow or shrink the mapping in place to hold `size` bytes.
+    /// On success the caller must re-register the new extent.
+    ///
+    /// # Safety
+    /// The region must be unregistered for the duration (so no lookup sees a
+    /// stale end) and owned by the caller.
+    pub unsafe fn resize_in_place(&mut self, size: usize) -> bool {
+        let Some(new_len) = self
+            .user_off
+            .checked_add(size)
+            .and_then(|n| n.checked_add(os::PAGE - 1))
+            .map(|n| n & !(os::PAGE - 1))
+        else {
+            return false;
+        };
+        let base = self as *mut Self as *mut u8;
+        if new_len == self.map_len {
+            return true;
+        }
+        // SAFETY: the mapping is ours; remap never moves it.
+        if unsafe { os::remap_in_place(base, self.map_len, new_len) } {
+            self.map_len = new_len;
+            true
+        } else {
+            false
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Per-slab metadata and the owner's single-writer block operations.
+//!
+//! A slab is a run of blocks of one size class. Its hot fields (`free`,
+//! `used`) are written only by the slab's owner, with plain loads and stores:
+//! every mutating method takes the [`OwnerToken`] of the slab's
+//! [`RemoteQueue`], so mutating a freelist without owning the slab does not
+//! compile (lesson 4):
+//!
+//! ```compile_fail
+//! fn steal(s: &superslab::Slab) -> Option<superslab::BlockPtr> {
+//!     s.pop() // error: pop needs the owner's token
+//! }
+//! ```
+//!
+//! Other threads touch only `remote` (on its own cache line) and the read-only
+//! `stride`/`capacity`/`base` used to validate a pointer.
+//!
+//! Counters (lesson 8): `used` is the number of blocks the program holds or
+//! that are in flight back through `remote`; `pop` adds one, `push_local`
+//! subtracts one, a drain subtracts what it drained. `used == 0` means empty.
+
+use crate::ptr::{BlockPtr, UserPtr};
+use crate::size_class::CLASSES;
+use core::cell::UnsafeCell;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
+use remote_queue::{Node, OwnerToken, RemoteQueue};
+
+/// Blocks carved from fresh slab memory per refill, at most. Carving lazily
+/// keeps untouched pages untouched (low RSS for half-used slabs).
+const CARVE_BATCH_BYTES: usize = 16 * 1024;
+
+/// Metadata of one slab. Lives in its segment's header, never in the slab.
+#[repr(C, align(64))]
+pub struct Slab {
+    // ---- line 0: owner-only, hot ----
+    free: UnsafeCell<*mut Node>,
+    used: UnsafeCell<u32>,
+    /// Blocks in the slab (set when the slab is given a class).
+    capacity: AtomicU32,
+    /// Block stride (set when the slab is given a class).
+    stride: AtomicU32,
+    /// Size class + 1; 0 while the slab has no class.
+    class: AtomicU32,
+    bump: UnsafeCell<usize>,
+    bump_end: UnsafeCell<usize>,
+    /// First byte of the slab's blocks (set when the segment is created).
+    base: AtomicUsize,
+    heap_next: UnsafeCell<*mut Slab>,
+    heap_prev: UnsafeCell<*mut Slab>,
+    // ---- line 1: cross-thread ----
+    /// Frees from other threads, and the ownership word.
+    pub remote: RemoteQueue,
+    pool_next: UnsafeCell<*mut Slab>,
+}
+
+static_assertions::const_assert_eq!(core::mem::offset_of!(Slab, remote), 64);
+static_assertions::const_assert!(core::mem::size_of::<Slab>() <= 128);
+
+// SAFETY: owner-only fields are only touched through methods that demand the
+// owner token (or, for the list links, by the owner or under the pool lock);
+// everything shared is atomic.
+unsafe impl Sync for Slab {}
+
+/// Why a pointer is not a live block start of this slab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadPointer {
+    /// Inside the slab but not at a block start (an interior pointer).
+    NotBlockStart,
+    /// The slab holds no blocks of any class right now.
+    SlabUnused,
+}
+
+impl Slab {
+    /// A slab with no class and no memory: every pop misses. Used by the
+    /// empty-heap sentinel, so the fast path needs no "initialised?" test.
+    pub const EMPTY: Slab = Slab {
+        free: UnsafeCell::new(ptr::null_mut()),
+        used: UnsafeCell::new(0),
+        capacity: AtomicU32::new(0),
+        stride: AtomicU32::new(0),
+        class: AtomicU32::new(0),
+        bump: UnsafeCell::new(0),
+        bump_end: UnsafeCell::new(0),
+        base: AtomicUsize::new(0),
+        heap_next: UnsafeCell::new(ptr::null_mut()),
+        heap_prev: UnsafeCell::new(ptr::null_mut()),
+        remote: RemoteQueue::new(),
+        pool_next: UnsafeCell::new(ptr::null_mut()),
+    };
+
+    pub(crate) fn set_base(&self, base: usize) {
+        self.base.store(base, Relaxed);
+    }
+
+    /// The size class, if the slab has one.
+    #[inline]
+    pub fn class(&self) -> Option<usize> {
+        match self.class.load(Relaxed) {
+            0 => None,
+            c => Some(c as usize - 1),
+        }
+    }
+
+    /// Block stride (0 while classless).
+    #[inline]
+    pub fn stride(&self) -> usize {
+        self.stride.load(Relaxed) as usize
+    }
+
+    /// Gives an empty slab a class. Its memory is carved lazily on refill.
+    ///
+    /// The caller owns the slab and it holds no blocks (`used == 0`, nothing in
+    /// `remote`).
+    pub fn format(&self, tok: &OwnerToken<'_>, class: usize) {
+        let _ = tok;
+        let l = CLASSES[class];
+        let base = self.base.load(Relaxed);
+        debug_assert!(base != 0 && !self.remote.has_pending());
+        // SAFETY: owner-only fields; the token proves we are the owner.
+        unsafe {
+            debug_assert_eq!(*self.used.get(), 0, "format of a live slab (lesson 5)");
+            *self.free.get() = ptr::null_mut();
+            *self.used.get() = 0;
+            *self.bump.get() = base;
+            *self.bump_end.get() = base + l.capacity as usize * l.stride as usize;
+        }
+        self.capacity.store(l.capacity, Relaxed);
+        self.stride.store(l.stride, Relaxed);
+        self.class.store(class as u32 + 1, Relaxed);
+    }
+
+    /// Pops a free block. The allocation fast path: a load, a test, a load of
+    /// the block's link, two stores.
+    #[inline(always)]
+    pub fn pop(&self, tok: &OwnerToken<'_>) -> Option<BlockPtr> {
+        let _ = tok;
+        // SAFETY: owner-only fields; `free` links only blocks of this slab.
+        unsafe {
+            let b = *self.free.get();
+            if b.is_null() {
+                return None;
+            }
+            *self.free.get() = (*b).next;
+            *self.used.get() += 1;
+            Some(BlockPtr::from_raw(NonNull::new_unchecked(b.cast())))
+        }
+    }
+
+    /// Returns a block freed by the owner. Returns true if the slab is now
+    /// empty (`used == 0`).
+    #[inline(always)]
+    pub fn push_local(&self, tok: &OwnerToken<'_>, b: BlockPtr) -> bool {
+        let _ = tok;
+        let n = b.as_node().as_ptr();
+        // SAFETY: owner-only fields; `b` is a block start of this slab that the
+        // program gave back, so we may overwrite its first word.
+        unsafe {
+            (*n).next = *self.free.get();
+            *self.free.get() = n;
+            debug_assert!(*self.used.get() > 0, "used underflow (lesson 8)");
+            *self.used.get() -= 1;
+            *self.used.get() == 0
+        }
+    }
+
+    /// Refills an empty free list: first from remote frees, then by carving
+    /// fresh blocks. Returns false if the slab is full.
+    pub fn refill(&self, tok: &OwnerToken<'_>) -> bool {
+        // SAFETY: owner-only fields.
+        unsafe {
+            debug_assert!((*self.free.get()).is_null());
+            if self.collect_remote(tok) {
+                return true;
+            }
+            let (bump, end) = (*self.bump.get(), *self.bump_end.get());
+            if bump >= end {
+                return false;
+            }
+            let stride = self.stride();
+            let n = ((end - bump) / stride).min((CARVE_BATCH_BYTES / stride).max(1));
+            // Link n blocks front to back; fresh memory needs no clearing.
+            let mut p = bump;
+            for _ in 1..n {
+                (*(p as *mut Node)).next = (p + stride) as *mut Node;
+                p += stride;
+            }
+            (*(p as *mut Node)).next = ptr::null_mut();
+            *self.free.get() = bump as *mut Node;
+            *self.bump.get() = bump + n * stride;
+            true
+        }
+    }
+
+    /// Moves remote frees onto the local free list. True if any arrived.
+    pub fn collect_remote(&self, tok: &OwnerToken<'_>) -> bool {
+        let Some(d) = self.remote.drain(tok) else { return false };
+        // SAFETY: owner-only fields; drained nodes are blocks of this slab
+        // that their freers gave up (Acquire in drain makes their links visible).
+        unsafe {
+            let head = d.head.as_ptr();
+            let mut tail = head;
+            let mut n = 1u32;
+            while !(*tail).next.is_null() {
+                tail = (*tail).next;
+                n += 1;
+            }
+            (*tail).next = *self.free.get();
+            *self.free.get() = head;
+            debug_assert!(*self.used.get() >= n, "remote frees exceed used (double free?)");
+            *self.used.get() -= n;
+        }
+        true
+    }
+
+    /// Blocks the program holds (plus any not yet collected from `remote`).
+    #[inline]
+    pub fn used(&self, tok: &OwnerToken<'_>) -> u32 {
+        let _ = tok;
+        // SAFETY: owner-only field.
+        unsafe { *self.used.get() }
+    }
+
+    /// True if the local free list has a block.
+    #[inline]
+    pub fn has_free(&self, tok: &OwnerToken<'_>) -> bool {
+        let _ = tok;
+        // SAFETY: owner-only fields.
+        unsafe { !(*self.free.get()).is_null() || *self.bump.get() < *self.bump_end.get() }
+    }
+
+    /// Validates `p` as a block start of this slab and converts it.
+    ///
+    /// Reads only this slab's metadata (never memory at `p`). `p` must lie in
+    /// this slab's address range, which the caller established through the
+    /// registry and the segment layout.
+    #[inline]
+    pub fn block_of(&self, p: UserPtr) -> Result<BlockPtr, BadPointer> {
+        let stride = self.stride.load(Relaxed) as usize;
+        if stride == 0 {
+            return Err(BadPointer::SlabUnused);
+        }
+        let off = p.addr().wrapping_sub(self.base.load(Relaxed));
+        // Strides are multiples of 16: cheap filter first, exact test after.
+        if off % stride != 0 || off >= self.capacity.load(Relaxed) as usize * stride {
+            return Err(BadPointer::NotBlockStart);
+        }
+        Ok(BlockPtr::from_raw(p.as_non_null()))
+    }
+
+    /// Pushes a block freed by a thread that does not own the slab.
+    #[inline]
+    pub fn push_remote(&self, b: BlockPtr) -> remote_queue::Push {
+        // SAFETY: `b` is a block start of this slab that the program gave back;
+        // nobody else uses it until the owner drains it.
+        unsafe { self.remote.push(b.as_node()) }
+    }
+
+    // ---- intrusive list links: heap list (owner only) and pool list (pool lock) ----
+
+    /// Owner's list link.
+    ///
+    /// # Safety
+    /// Only the slab's owner may call this, and not concurrently with itself.
+    #[inline]
+    pub unsafe fn heap_links(&self) -> (&UnsafeCell<*mut Slab>, &UnsafeCell<*mut Slab>) {
+        (&self.heap_prev, &self.heap_next)
+    }
+
+    /// Pool's list link.
+    ///
+    /// # Safety
+    /// Only code holding the pool's lock may use this, and only while no thread
+    /// owns the slab.
+    #[inline]
+    pub unsafe fn pool_link(&self) -> &UnsafeCell<*mut Slab> {
+        &self.pool_next
+    }
+}
