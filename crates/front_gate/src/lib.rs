@@ -1,1 +1,258 @@
+//! `front_gate`: the single entry point of hakmem.
+//!
+//! Every allocation call, from the C ABI or from `GlobalAlloc`, comes through
+//! here. This box owns:
+//!
+//! - **C semantics**: `malloc(0)` returns a unique pointer; impossible sizes
+//!   give NULL with `errno = ENOMEM`; `calloc` and `reallocarray` detect
+//!   overflow; bad alignments give `EINVAL`; `free(NULL)` is a no-op; every
+//!   pointer is at least 16-byte aligned.
+//! - **Classification**: a pointer is hakmem's if and only if the registry
+//!   says so. Ours go to `core_alloc`; all others to `external_guard` (glibc).
+//!   Nothing is read at a pointer before that (lessons 1 and 2).
+//! - **Misuse**: a pointer inside a hakmem region that is not a block start
+//!   ends the process with a one-line message naming the fault and address.
+//! - **Start-up and re-entrancy**: everything works from the very first call,
+//!   before any constructor (all state is const-initialised statics and a
+//!   const-initialised thread-local). [`init`] runs at load time only to make
+//!   the thread-exit key early, resolve glibc for foreign pointers, and
+//!   register `fork` handlers. No hakmem path calls anything that can allocate
+//!   while holding a lock, so a nested call (from `dlsym`, `pthread_atfork`)
+//!   is just another call.
 #![no_std]
+
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::{AtomicBool, Ordering};
+use superslab::{os, UserPtr};
+
+/// Largest request hakmem will try to satisfy (C's `PTRDIFF_MAX`).
+pub const MAX_REQUEST: usize = isize::MAX as usize;
+
+#[inline]
+fn set_errno(e: c_int) {
+    // SAFETY: __errno_location returns the calling thread's errno slot.
+    unsafe { *libc::__errno_location() = e };
+}
+
+#[cold]
+fn oom() -> *mut c_void {
+    set_errno(libc::ENOMEM);
+    core::ptr::null_mut()
+}
+
+#[inline(always)]
+fn out(p: Option<UserPtr>) -> *mut c_void {
+    match p {
+        Some(p) => p.as_ptr().cast(),
+        None => oom(),
+    }
+}
+
+#[cold]
+fn invalid(e: core_alloc::FreeError, p: *mut c_void) -> ! {
+    os::fatal(e.as_str(), p as usize)
+}
+
+/// `malloc`.
+#[inline(always)]
+pub fn malloc(size: usize) -> *mut c_void {
+    if size > MAX_REQUEST {
+        return oom();
+    }
+    out(core_alloc::malloc(size))
+}
+
+/// `free`.
+///
+/// # Safety
+/// `p` is NULL, a live block from this allocator, or a live block from glibc's.
+#[inline(always)]
+pub unsafe fn free(p: *mut c_void) {
+    let Some(u) = UserPtr::new(p.cast()) else {
+        return;
+    };
+    match shared_pool::lookup(u.addr()) {
+        Some(r) => {
+            if let Err(e) = core_alloc::free(r, u) {
+                invalid(e, p)
+            }
+        }
+        // SAFETY: not hakmem's, so per the contract it is glibc's.
+        None => unsafe { external_guard::free(p) },
+    }
+}
+
+/// `calloc`.
+pub fn calloc(n: usize, size: usize) -> *mut c_void {
+    match n.checked_mul(size) {
+        Some(t) if t <= MAX_REQUEST => out(core_alloc::calloc(n, size)),
+        _ => oom(),
+    }
+}
+
+/// `realloc`, with glibc's conventions: `realloc(NULL, n)` is `malloc(n)`;
+/// `realloc(p, 0)` frees `p` and returns NULL; on failure the old block is
+/// untouched and NULL is returned with `ENOMEM`.
+///
+/// # Safety
+/// As for [`free`].
+pub unsafe fn realloc(p: *mut c_void, n: usize) -> *mut c_void {
+    // SAFETY: per the contract.
+    unsafe { realloc_aligned(p, n, 16) }
+}
+
+/// `realloc` that keeps `align` (a power of two) if the block moves.
+///
+/// # Safety
+/// As for [`free`]; a foreign block is reallocated by glibc (alignment 16).
+pub unsafe fn realloc_aligned(p: *mut c_void, n: usize, align: usize) -> *mut c_void {
+    let Some(u) = UserPtr::new(p.cast()) else {
+        return if align <= 16 {
+            malloc(n)
+        } else {
+            memalign(align, n)
+        };
+    };
+    if n == 0 {
+        // SAFETY: per the contract.
+        unsafe { free(p) };
+        return core::ptr::null_mut();
+    }
+    if n > MAX_REQUEST {
+        return oom();
+    }
+    match shared_pool::lookup(u.addr()) {
+        Some(r) => match core_alloc::realloc(r, u, n, align) {
+            Ok(q) => out(q),
+            Err(e) => invalid(e, p),
+        },
+        // SAFETY: not hakmem's, so glibc's.
+        None => unsafe { external_guard::realloc(p, n) },
+    }
+}
+
+/// `reallocarray`.
+///
+/// # Safety
+/// As for [`realloc`].
+pub unsafe fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    match n.checked_mul(size) {
+        // SAFETY: per the contract.
+        Some(t) => unsafe { realloc(p, t) },
+        None => oom(),
+    }
+}
+
+/// Aligned allocation for an alignment already known to be a power of two.
+#[inline]
+fn aligned(align: usize, size: usize) -> *mut c_void {
+    if size > MAX_REQUEST || align > MAX_REQUEST / 2 + 1 {
+        return oom();
+    }
+    out(core_alloc::aligned(align, size))
+}
+
+/// `posix_memalign`: `EINVAL` unless `align` is a power of two multiple of
+/// `sizeof(void *)`; `ENOMEM` if out of memory. `*out` is untouched on error.
+///
+/// # Safety
+/// `out` must be valid for a pointer write.
+pub unsafe fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    if !align.is_power_of_two() || align < core::mem::size_of::<usize>() {
+        return libc::EINVAL;
+    }
+    let saved = errno();
+    let p = aligned(align, size);
+    if p.is_null() {
+        set_errno(saved); // posix_memalign reports through its result, not errno
+        return libc::ENOMEM;
+    }
+    // SAFETY: per the contract.
+    unsafe { *out = p };
+    0
+}
+
+fn errno() -> c_int {
+    // SAFETY: as in set_errno.
+    unsafe { *libc::__errno_location() }
+}
+
+/// `aligned_alloc`: `EINVAL` unless `align` is a power of two (as glibc).
+pub fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if !align.is_power_of_two() {
+        set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    }
+    aligned(align, size)
+}
+
+/// `memalign`: like glibc, a non-power-of-two alignment is rounded up.
+pub fn memalign(align: usize, size: usize) -> *mut c_void {
+    let a = if align <= 16 {
+        16
+    } else {
+        match align.checked_next_power_of_two() {
+            Some(a) => a,
+            None => {
+                set_errno(libc::EINVAL);
+                return core::ptr::null_mut();
+            }
+        }
+    };
+    aligned(a, size)
+}
+
+/// `valloc`: page-aligned.
+pub fn valloc(size: usize) -> *mut c_void {
+    aligned(os::PAGE, size)
+}
+
+/// `pvalloc`: page-aligned, size rounded up to whole pages (at least one).
+pub fn pvalloc(size: usize) -> *mut c_void {
+    match size.max(1).checked_add(os::PAGE - 1) {
+        Some(s) => aligned(os::PAGE, s & !(os::PAGE - 1)),
+        None => oom(),
+    }
+}
+
+/// `malloc_usable_size` (0 for NULL).
+///
+/// # Safety
+/// As for [`free`].
+pub unsafe fn usable_size(p: *mut c_void) -> usize {
+    let Some(u) = UserPtr::new(p.cast()) else {
+        return 0;
+    };
+    match shared_pool::lookup(u.addr()) {
+        Some(r) => core_alloc::usable_size(r, u).unwrap_or_else(|e| invalid(e, p)),
+        // SAFETY: not hakmem's, so glibc's.
+        None => unsafe { external_guard::usable_size(p) },
+    }
+}
+
+/// `malloc_trim`: returns 1 if memory was released.
+pub fn trim() -> c_int {
+    core_alloc::trim() as c_int
+}
+
+/// True if `p` points into memory hakmem manages.
+pub fn owns(p: *const c_void) -> bool {
+    shared_pool::lookup(p as usize).is_some()
+}
+
+static INIT: AtomicBool = AtomicBool::new(false);
+
+/// Load-time set-up. Safe to call any number of times, from any thread, and
+/// not required for correctness of the allocation calls themselves.
+pub fn init() {
+    if INIT.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    if !os::page_size_ok() {
+        os::fatal("unsupported page size", os::PAGE);
+    }
+    core_alloc::init_thread_key();
+    core_alloc::register_fork_handlers();
+    // Foreign pointers need glibc's functions; outside glibc there are none.
+    external_guard::init();
+}

@@ -24,10 +24,10 @@
 
 use core::ptr::{self, NonNull};
 
-#[cfg(loom)]
-use loom::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// log2 of the registration granule: regions are aligned to 4 MiB.
 pub const GRANULE_SHIFT: u32 = 22;
@@ -142,13 +142,17 @@ impl Registry {
     /// An empty registry (usable as a `static`).
     #[cfg(not(loom))]
     pub const fn new() -> Self {
-        Self { roots: [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_LEN] }
+        Self {
+            roots: [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_LEN],
+        }
     }
 
     /// An empty registry.
     #[cfg(loom)]
     pub fn new() -> Self {
-        Self { roots: core::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())) }
+        Self {
+            roots: core::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+        }
     }
 
     #[inline]
@@ -181,7 +185,10 @@ impl Registry {
         }
         debug_assert!(addr >= base);
         // SAFETY: `base != 0` checked above.
-        Some(Region { base: unsafe { NonNull::new_unchecked(base as *mut u8) }, end })
+        Some(Region {
+            base: unsafe { NonNull::new_unchecked(base as *mut u8) },
+            end,
+        })
     }
 
     fn leaf_for(&self, g: usize, src: &impl LeafSource) -> Result<*mut Leaf, RegisterError> {
@@ -207,7 +214,12 @@ impl Registry {
     ///
     /// Concurrent registrations of disjoint ranges are fine; a range must not be
     /// registered while a lookup inside it expects "not ours".
-    pub fn register(&self, base: usize, len: usize, src: &impl LeafSource) -> Result<(), RegisterError> {
+    pub fn register(
+        &self,
+        base: usize,
+        len: usize,
+        src: &impl LeafSource,
+    ) -> Result<(), RegisterError> {
         if base == 0 || base % GRANULE != 0 || len == 0 {
             return Err(RegisterError::Misaligned);
         }
@@ -242,7 +254,9 @@ impl Registry {
     /// Forgets a region registered with exactly `base` and `len`.
     /// Call before the memory is unmapped.
     pub fn unregister(&self, base: usize, len: usize) {
-        debug_assert!(self.lookup(base).is_some_and(|r| r.base.as_ptr() as usize == base && r.end == base + len));
+        debug_assert!(self
+            .lookup(base)
+            .is_some_and(|r| r.base.as_ptr() as usize == base && r.end == base + len));
         let last = (base + len - 1) >> GRANULE_SHIFT;
         self.clear(base >> GRANULE_SHIFT, last + 1);
     }
@@ -287,7 +301,15 @@ mod tests {
             assert_eq!(reg.base().as_ptr() as usize, base);
             assert_eq!(reg.end(), base + len);
         }
-        for a in [base - 1, base + len, base + 4 * G - 1, base + 4 * G, 0, usize::MAX, 1 << 47] {
+        for a in [
+            base - 1,
+            base + len,
+            base + 4 * G - 1,
+            base + 4 * G,
+            0,
+            usize::MAX,
+            1 << 47,
+        ] {
             assert!(r.lookup(a).is_none(), "{a:#x}");
         }
         r.unregister(base, len);

@@ -37,7 +37,9 @@ unsafe impl LeafSource for Src {
 fn racing_registrars_and_a_reader() {
     loom::model(|| {
         let r = Arc::new(Registry::new());
-        let src = Arc::new(Src { live: AtomicUsize::new(0) });
+        let src = Arc::new(Src {
+            live: AtomicUsize::new(0),
+        });
         let (a, b) = (GRANULE, 2 * GRANULE); // same leaf
         let t = {
             let (r, src) = (r.clone(), src.clone());

@@ -12,7 +12,9 @@ use remote_queue::{Node, Push, RemoteQueue};
 use std::ptr::{self, NonNull};
 
 fn node() -> NonNull<Node> {
-    NonNull::from(Box::leak(Box::new(Node { next: ptr::null_mut() })))
+    NonNull::from(Box::leak(Box::new(Node {
+        next: ptr::null_mut(),
+    })))
 }
 
 fn len(mut p: *mut Node) -> usize {
@@ -89,7 +91,12 @@ fn two_pushers_after_detach_wake_once() {
                 thread::spawn(move || unsafe { q.push(node()) })
             })
             .collect();
-        let woke = hs.into_iter().filter(|_| true).map(|h| h.join().unwrap()).filter(|p| *p == Push::Woke).count();
+        let woke = hs
+            .into_iter()
+            .filter(|_| true)
+            .map(|h| h.join().unwrap())
+            .filter(|p| *p == Push::Woke)
+            .count();
         assert_eq!(woke, 1);
     });
 }

@@ -1,1 +1,587 @@
-#![no_std]
+//! `shared_pool`: the process-wide pool of segments and slabs.
+//!
+//! - Hands slabs to heaps: first a partially used slab of the class that
+//!   another thread gave up (adoption), then a free slot of an existing segment
+//!   (resident pages first), and only then a newly mapped segment.
+//! - Takes back empty slabs, and the partly used slabs of exiting threads.
+//! - Returns memory to the OS: at most [`DIRTY_BUDGET`] bytes of empty slabs
+//!   stay resident; beyond that an emptied slab is decommitted at once, and a
+//!   segment whose slabs are all empty is unmapped when another such segment
+//!   is already cached. So memory goes back to the OS within the free that
+//!   empties it, with no timer and no call from the program.
+//! - Owns the process's [`Registry`] and registers every region it maps
+//!   before anyone can see it, and unregisters before unmapping.
+//!
+//! Concurrency: one spin lock ([`SpinLock`]) guards the lists. It is taken on
+//! slow paths only (a heap's slab refill or return, a thread's exit, a woken
+//! slab, a large block), never while calling anything that could allocate.
+//! Lock order, for `fork`: core_alloc's heap lock, then this pool lock.
+#![cfg_attr(not(test), no_std)]
+
+use core::cell::UnsafeCell;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use registry::{LeafSource, Region, Registry, LEAF_BYTES};
+use remote_queue::OwnerToken;
+use superslab::{os, LargeRegion, Segment, Slab, SlabKind, CLASSES, NUM_CLASSES, SEGMENT_SIZE};
+
+// Segments are registry granules: one segment, one registry entry.
+const _: () = assert!(superslab::SEGMENT_SHIFT == registry::GRANULE_SHIFT);
+
+/// Resident bytes of empty slabs kept for reuse before decommitting.
+pub const DIRTY_BUDGET: usize = 4 << 20;
+
+/// A test-and-test-and-set lock that yields the CPU after a short spin.
+/// Allocation-free and usable in a `static`.
+pub struct SpinLock {
+    locked: AtomicBool,
+}
+
+impl Default for SpinLock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SpinLock {
+    /// An unlocked lock.
+    pub const fn new() -> Self {
+        Self {
+            locked: AtomicBool::new(false),
+        }
+    }
+    /// Takes the lock.
+    #[inline]
+    pub fn lock(&self) {
+        if self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+        self.lock_slow();
+    }
+    #[cold]
+    fn lock_slow(&self) {
+        let mut spins = 0u32;
+        loop {
+            while self.locked.load(Ordering::Relaxed) {
+                if spins < 64 {
+                    core::hint::spin_loop();
+                    spins += 1;
+                } else {
+                    // SAFETY: sched_yield has no preconditions.
+                    unsafe { libc::sched_yield() };
+                }
+            }
+            if self
+                .locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+    /// Releases the lock.
+    #[inline]
+    pub fn unlock(&self) {
+        self.locked.store(false, Ordering::Release);
+    }
+    /// Resets the lock in a forked child, where its holder no longer exists.
+    ///
+    /// # Safety
+    /// Only in the child right after `fork`, with one thread running.
+    pub unsafe fn reset_after_fork(&self) {
+        self.locked.store(false, Ordering::Relaxed);
+    }
+}
+
+struct OsLeaves;
+// SAFETY: os::map returns zeroed, page-aligned memory that stays mapped; a
+// leaf is unmapped only if it was never published.
+unsafe impl LeafSource for OsLeaves {
+    fn alloc_leaf(&self) -> Option<NonNull<u8>> {
+        os::map(LEAF_BYTES)
+    }
+    unsafe fn free_leaf(&self, leaf: NonNull<u8>) {
+        // SAFETY: from alloc_leaf, never published.
+        unsafe { os::unmap(leaf.as_ptr(), LEAF_BYTES) }
+    }
+}
+
+static REGISTRY: Registry = Registry::new();
+
+/// The process's address map. Lookups are lock-free.
+#[inline(always)]
+pub fn registry() -> &'static Registry {
+    &REGISTRY
+}
+
+/// Looks `addr` up in the process registry.
+#[inline(always)]
+pub fn lookup(addr: usize) -> Option<Region> {
+    REGISTRY.lookup(addr)
+}
+
+fn register(base: usize, len: usize) {
+    if let Err(e) = REGISTRY.register(base, len, &OsLeaves) {
+        // Lesson 3: a region we cannot register must not exist silently.
+        os::fatal(e.as_str(), base);
+    }
+}
+
+struct Lists {
+    /// Per class: slabs with no owner that hold free or returning blocks.
+    partial: [*mut Slab; NUM_CLASSES],
+    /// Per slab kind: segments with at least one free slot.
+    segs: [*mut Segment; 2],
+    /// Per kind: segments whose every slot is free.
+    idle_segs: [usize; 2],
+    dirty_bytes: usize,
+}
+
+struct Pool {
+    lock: SpinLock,
+    lists: UnsafeCell<Lists>,
+}
+
+// SAFETY: `lists` is only accessed with `lock` held.
+unsafe impl Sync for Pool {}
+
+static POOL: Pool = Pool {
+    lock: SpinLock::new(),
+    lists: UnsafeCell::new(Lists {
+        partial: [ptr::null_mut(); NUM_CLASSES],
+        segs: [ptr::null_mut(); 2],
+        idle_segs: [0; 2],
+        dirty_bytes: 0,
+    }),
+};
+
+static SEGMENTS: AtomicUsize = AtomicUsize::new(0);
+static LARGE_REGIONS: AtomicUsize = AtomicUsize::new(0);
+static LARGE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Counters for tests and statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Segments currently mapped.
+    pub segments: usize,
+    /// Large regions currently mapped.
+    pub large_regions: usize,
+    /// Bytes in large regions.
+    pub large_bytes: usize,
+    /// Resident bytes of empty slabs kept for reuse.
+    pub dirty_bytes: usize,
+}
+
+/// Current counters.
+pub fn stats() -> PoolStats {
+    let g = Guard::new();
+    let dirty = g.lists().dirty_bytes;
+    drop(g);
+    PoolStats {
+        segments: SEGMENTS.load(Ordering::Relaxed),
+        large_regions: LARGE_REGIONS.load(Ordering::Relaxed),
+        large_bytes: LARGE_BYTES.load(Ordering::Relaxed),
+        dirty_bytes: dirty,
+    }
+}
+
+struct Guard;
+impl Guard {
+    fn new() -> Self {
+        POOL.lock.lock();
+        Guard
+    }
+    #[allow(clippy::mut_from_ref)]
+    fn lists(&self) -> &mut Lists {
+        // SAFETY: the guard holds the pool lock.
+        unsafe { &mut *POOL.lists.get() }
+    }
+}
+impl Drop for Guard {
+    fn drop(&mut self) {
+        POOL.lock.unlock();
+    }
+}
+
+fn kind_index(k: SlabKind) -> usize {
+    k as usize
+}
+
+fn full_mask(seg: &Segment) -> u64 {
+    let n = seg.slab_count();
+    (if n == 64 { u64::MAX } else { (1u64 << n) - 1 }) & !1
+}
+
+/// Links a segment into its kind's free-slot list. Lock held.
+fn list_segment(l: &mut Lists, seg: &Segment) {
+    // SAFETY: lock held (we have `&mut Lists`).
+    let st = unsafe { seg.pool_state() };
+    if st.listed {
+        return;
+    }
+    let k = kind_index(seg.slab_kind());
+    let me = seg as *const Segment as *mut Segment;
+    st.listed = true;
+    st.prev = ptr::null_mut();
+    st.next = l.segs[k];
+    if !st.next.is_null() {
+        // SAFETY: listed segments are live; lock held.
+        unsafe { (*st.next).pool_state().prev = me };
+    }
+    l.segs[k] = me;
+}
+
+fn unlist_segment(l: &mut Lists, seg: &Segment) {
+    // SAFETY: lock held.
+    let st = unsafe { seg.pool_state() };
+    if !st.listed {
+        return;
+    }
+    let k = kind_index(seg.slab_kind());
+    // SAFETY: neighbours are live listed segments; lock held.
+    unsafe {
+        if st.prev.is_null() {
+            l.segs[k] = st.next;
+        } else {
+            (*st.prev).pool_state().next = st.next;
+        }
+        if !st.next.is_null() {
+            (*st.next).pool_state().prev = st.prev;
+        }
+    }
+    st.listed = false;
+    st.next = ptr::null_mut();
+    st.prev = ptr::null_mut();
+}
+
+/// Where a slab handed out by [`acquire`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Someone else's partly used slab, now the caller's.
+    Adopted,
+    /// An empty slab, formatted for the class.
+    Fresh,
+}
+
+/// Hands the caller (`owner`, a non-zero id) a slab of `class`, claimed for it.
+/// Returns `None` only if the OS refuses memory.
+pub fn acquire(class: usize, owner: usize) -> Option<(&'static Slab, Source)> {
+    let kind = CLASSES[class].kind;
+    let k = kind_index(kind);
+    loop {
+        {
+            let g = Guard::new();
+            let l = g.lists();
+            let s = l.partial[class];
+            if !s.is_null() {
+                // SAFETY: listed slabs are live and unowned; lock held.
+                let slab = unsafe { &*s };
+                // SAFETY: lock held and the slab is unowned.
+                unsafe { l.partial[class] = *slab.pool_link().get() };
+                let tok = slab
+                    .remote
+                    .claim(owner)
+                    .unwrap_or_else(|| os::fatal("pool: listed slab is owned", s as usize));
+                drop(tok);
+                return Some((slab, Source::Adopted));
+            }
+            let seg = l.segs[k];
+            if !seg.is_null() {
+                // SAFETY: listed segments are live.
+                let seg = unsafe { &*seg };
+                // SAFETY: lock held.
+                let st = unsafe { seg.pool_state() };
+                let was_idle = st.free_mask == full_mask(seg);
+                let prefer = st.free_mask & st.dirty_mask;
+                let pick = if prefer != 0 { prefer } else { st.free_mask };
+                let i = pick.trailing_zeros() as usize;
+                st.free_mask &= !(1 << i);
+                if st.dirty_mask & (1 << i) != 0 {
+                    st.dirty_mask &= !(1 << i);
+                    l.dirty_bytes -= kind.slab_size();
+                }
+                if was_idle {
+                    l.idle_segs[k] -= 1;
+                }
+                if st.free_mask == 0 {
+                    unlist_segment(l, seg);
+                }
+                let slab = seg.slab(i);
+                let tok = slab
+                    .remote
+                    .claim(owner)
+                    .unwrap_or_else(|| os::fatal("pool: free slab is owned", i));
+                slab.format(&tok, class);
+                return Some((slab, Source::Fresh));
+            }
+        }
+        // No slot anywhere: map a segment outside the lock, then retry.
+        let seg = Segment::create(kind)?;
+        register(seg.as_ptr() as usize, SEGMENT_SIZE);
+        SEGMENTS.fetch_add(1, Ordering::Relaxed);
+        let g = Guard::new();
+        let l = g.lists();
+        // SAFETY: freshly created and registered; only we know it.
+        let s = unsafe { seg.as_ref() };
+        l.idle_segs[k] += 1;
+        list_segment(l, s);
+    }
+}
+
+/// Puts a slab on its class's partial list for adoption. The slab must have
+/// been released (no owner) by its former owner, or woken from detachment by
+/// the caller's push ([`remote_queue::Push::Woke`]), and be on no list.
+pub fn publish_partial(slab: &'static Slab) {
+    let class = slab.class().unwrap_or_else(|| {
+        os::fatal(
+            "pool: publishing a classless slab",
+            slab as *const _ as usize,
+        )
+    });
+    debug_assert_eq!(slab.remote.owner(), remote_queue::NO_OWNER);
+    let g = Guard::new();
+    let l = g.lists();
+    // SAFETY: lock held; the slab is unowned and on no list.
+    unsafe { *slab.pool_link().get() = l.partial[class] };
+    l.partial[class] = slab as *const Slab as *mut Slab;
+}
+
+/// Gives back a slab that holds no blocks. Consumes the owner's token.
+pub fn release_empty(slab: &'static Slab, tok: OwnerToken<'static>) {
+    debug_assert_eq!(slab.used(&tok), 0);
+    slab.remote.release(tok);
+    let seg = Segment::of_slab(slab);
+    let kind = seg.slab_kind();
+    let k = kind_index(kind);
+    let i = seg.slot_of(slab);
+    let g = Guard::new();
+    let l = g.lists();
+    // SAFETY: lock held.
+    let st = unsafe { seg.pool_state() };
+    debug_assert!(st.free_mask & (1 << i) == 0, "slab released twice");
+    st.free_mask |= 1 << i;
+    if l.dirty_bytes + kind.slab_size() <= DIRTY_BUDGET {
+        st.dirty_mask |= 1 << i;
+        l.dirty_bytes += kind.slab_size();
+    } else {
+        let (p, len) = seg.slot_range(i);
+        // SAFETY: the slot is free and unowned; its contents are dead. The lock
+        // keeps anyone from acquiring it before the pages are dropped.
+        unsafe { os::decommit(p, len) };
+    }
+    list_segment(l, seg);
+    if st.free_mask == full_mask(seg) {
+        if l.idle_segs[k] >= 1 {
+            // Another idle segment is cached: give this one back to the OS.
+            unlist_segment(l, seg);
+            l.dirty_bytes -= st.dirty_mask.count_ones() as usize * kind.slab_size();
+            drop(g);
+            let base = seg as *const Segment as usize;
+            REGISTRY.unregister(base, SEGMENT_SIZE);
+            SEGMENTS.fetch_sub(1, Ordering::Relaxed);
+            // SAFETY: every slot is free (so unowned and blockless) and the
+            // segment is off every list and unregistered.
+            unsafe { Segment::destroy(NonNull::from(seg)) };
+            return;
+        }
+        l.idle_segs[k] += 1;
+    }
+}
+
+/// Decommits every resident empty slab and unmaps every idle segment
+/// (`malloc_trim`). Returns true if anything was released.
+pub fn trim() -> bool {
+    let mut released = false;
+    loop {
+        let g = Guard::new();
+        let l = g.lists();
+        let mut victim: *mut Segment = ptr::null_mut();
+        for k in 0..2 {
+            let mut s = l.segs[k];
+            while !s.is_null() {
+                // SAFETY: listed segments are live; lock held.
+                let seg = unsafe { &*s };
+                // SAFETY: lock held.
+                let st = unsafe { seg.pool_state() };
+                let next = st.next;
+                if st.free_mask == full_mask(seg) {
+                    victim = s;
+                    break;
+                }
+                let slab_size = seg.slab_kind().slab_size();
+                let mut d = st.dirty_mask;
+                while d != 0 {
+                    let i = d.trailing_zeros() as usize;
+                    d &= d - 1;
+                    let (p, len) = seg.slot_range(i);
+                    // SAFETY: free slot, lock held.
+                    unsafe { os::decommit(p, len) };
+                    l.dirty_bytes -= slab_size;
+                    released = true;
+                }
+                st.dirty_mask = 0;
+                s = next;
+            }
+            if !victim.is_null() {
+                break;
+            }
+        }
+        if victim.is_null() {
+            return released;
+        }
+        // SAFETY: found on a list under the lock.
+        let seg = unsafe { &*victim };
+        let k = kind_index(seg.slab_kind());
+        unlist_segment(l, seg);
+        l.idle_segs[k] -= 1;
+        // SAFETY: lock held.
+        l.dirty_bytes -= unsafe { seg.pool_state() }.dirty_mask.count_ones() as usize
+            * seg.slab_kind().slab_size();
+        drop(g);
+        REGISTRY.unregister(victim as usize, SEGMENT_SIZE);
+        SEGMENTS.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: idle (every slot free), unlisted, unregistered.
+        unsafe { Segment::destroy(NonNull::new_unchecked(victim)) };
+        released = true;
+    }
+}
+
+/// Maps and registers a large region for `size` bytes aligned to `align`.
+pub fn map_large(size: usize, align: usize) -> Option<&'static mut LargeRegion> {
+    let h = LargeRegion::create(size, align)?;
+    // SAFETY: freshly created, ours alone.
+    let r = unsafe { &mut *h.as_ptr() };
+    register(h.as_ptr() as usize, r.map_len());
+    LARGE_REGIONS.fetch_add(1, Ordering::Relaxed);
+    LARGE_BYTES.fetch_add(r.map_len(), Ordering::Relaxed);
+    Some(r)
+}
+
+/// Unregisters and unmaps a large region.
+///
+/// # Safety
+/// The region's block was freed by the program; nothing refers to it.
+pub unsafe fn unmap_large(r: &'static mut LargeRegion) {
+    let (base, len) = (r as *mut LargeRegion as usize, r.map_len());
+    REGISTRY.unregister(base, len);
+    LARGE_REGIONS.fetch_sub(1, Ordering::Relaxed);
+    LARGE_BYTES.fetch_sub(len, Ordering::Relaxed);
+    // SAFETY: unregistered and unreferenced per the contract.
+    unsafe { LargeRegion::destroy(NonNull::from(r)) }
+}
+
+/// Resizes a large region in place to hold `size` bytes, keeping it
+/// registered with its new extent. False if it cannot be done in place.
+///
+/// # Safety
+/// The caller owns the region's block (it is being reallocated).
+pub unsafe fn resize_large(r: &mut LargeRegion, size: usize) -> bool {
+    let (base, old) = (r as *mut LargeRegion as usize, r.map_len());
+    REGISTRY.unregister(base, old);
+    // SAFETY: unregistered for the duration; owned by the caller.
+    let ok = unsafe { r.resize_in_place(size) };
+    register(base, r.map_len());
+    if ok {
+        let new = r.map_len();
+        if new >= old {
+            LARGE_BYTES.fetch_add(new - old, Ordering::Relaxed);
+        } else {
+            LARGE_BYTES.fetch_sub(old - new, Ordering::Relaxed);
+        }
+    }
+    ok
+}
+
+/// Maps `len` bytes of zeroed metadata memory that is never returned (heap
+/// structures). Keeps all OS calls behind this box and `superslab`.
+pub fn meta_chunk(len: usize) -> Option<NonNull<u8>> {
+    os::map(len)
+}
+
+/// Takes the pool lock before `fork` (second in hakmem's lock order).
+pub fn fork_prepare() {
+    POOL.lock.lock();
+}
+/// Releases the pool lock in the parent after `fork`.
+pub fn fork_parent() {
+    POOL.lock.unlock();
+}
+/// Resets the pool lock in the child after `fork`.
+///
+/// # Safety
+/// Only in the child right after `fork`.
+pub unsafe fn fork_child() {
+    // SAFETY: per the contract.
+    unsafe { POOL.lock.reset_after_fork() };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use superslab::class_of;
+
+    // The pool is process-global: run the scenarios in one test, in order.
+    #[test]
+    fn acquire_release_adopt_and_return_memory() {
+        let c = class_of(64);
+        let (a, src) = acquire(c, 11).unwrap();
+        assert_eq!(src, Source::Fresh);
+        assert!(a.remote.is_owned_by(11));
+        assert!(
+            lookup(a as *const Slab as usize).is_some(),
+            "segment registered"
+        );
+        // A partly used slab published by its owner is adopted by the next caller.
+        // SAFETY: we own `a`.
+        let tok = unsafe { a.remote.assume_owned(11) };
+        assert!(a.refill(&tok));
+        let b = a.pop(&tok).unwrap();
+        a.remote.release(tok);
+        publish_partial(a);
+        let (a2, src) = acquire(c, 12).unwrap();
+        assert!(core::ptr::eq(a, a2));
+        assert_eq!(src, Source::Adopted);
+        // SAFETY: we own it now as 12.
+        let tok = unsafe { a2.remote.assume_owned(12) };
+        assert!(a2.push_local(&tok, a2.block_of(b.into_user()).unwrap()));
+        release_empty(a2, tok);
+
+        // Fill more than two segments, then give everything back: the pool
+        // keeps at most one idle segment per kind and a bounded dirty set.
+        let before = stats().segments;
+        let mut held = std::vec::Vec::new();
+        for _ in 0..150 {
+            let (s, _) = acquire(c, 13).unwrap();
+            held.push(s);
+        }
+        assert!(stats().segments >= before + 2);
+        for s in held {
+            // SAFETY: each was acquired for owner 13 above.
+            let tok = unsafe { s.remote.assume_owned(13) };
+            release_empty(s, tok);
+        }
+        let st = stats();
+        assert!(st.dirty_bytes <= DIRTY_BUDGET);
+        assert!(st.segments <= 2, "idle segments returned to the OS: {st:?}");
+        trim();
+        assert_eq!(stats().dirty_bytes, 0);
+
+        // Large regions are registered exactly over their extent.
+        let r = map_large(1 << 20, 16).unwrap();
+        let user = r.user().addr();
+        assert!(lookup(user + (1 << 20) - 1).is_some());
+        // SAFETY: we own the region.
+        assert!(unsafe { resize_large(r, 100_000) });
+        assert!(lookup(user + 99_999).is_some());
+        assert!(lookup(user + (1 << 20) - 1).is_none());
+        // SAFETY: unreferenced.
+        unsafe { unmap_large(r) };
+        assert!(lookup(user).is_none());
+        assert_eq!(stats().large_regions, 0);
+    }
+}

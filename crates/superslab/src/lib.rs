@@ -20,7 +20,9 @@ pub mod size_class;
 pub mod slab;
 
 pub use ptr::{BlockPtr, UserPtr};
-pub use segment::{region_kind, LargeRegion, RegionKind, Segment, SegmentPoolState, SEGMENT_SHIFT, SEGMENT_SIZE};
+pub use segment::{
+    region_kind, LargeRegion, RegionKind, Segment, SegmentPoolState, SEGMENT_SHIFT, SEGMENT_SIZE,
+};
 pub use size_class::{class_of, ClassLayout, SlabKind, CLASSES, MEDIUM_MAX, NUM_CLASSES};
 pub use slab::{BadPointer, Slab};
 

@@ -65,7 +65,9 @@ pub struct Segment {
     slabs: [Slab; MAX_SLABS],
 }
 
-static_assertions::const_assert!(core::mem::size_of::<Segment>() <= 1 << crate::size_class::SMALL_SLAB_SHIFT);
+static_assertions::const_assert!(
+    core::mem::size_of::<Segment>() <= 1 << crate::size_class::SMALL_SLAB_SHIFT
+);
 
 // SAFETY: slab metadata is Sync; the pool state is only touched under the
 // pool's lock.
@@ -88,7 +90,11 @@ impl Segment {
             ptr::addr_of_mut!((*s).slab_kind).write(kind);
             ptr::addr_of_mut!((*s).slab_shift).write(shift);
             ptr::addr_of_mut!((*s).slab_count).write(count);
-            let full = if count == 64 { u64::MAX } else { (1u64 << count) - 1 };
+            let full = if count == 64 {
+                u64::MAX
+            } else {
+                (1u64 << count) - 1
+            };
             (*(*s).pool.get()).free_mask = full & !1;
             for i in 1..count as usize {
                 (*s).slabs[i].set_base(base.as_ptr() as usize + (i << shift));
@@ -155,7 +161,10 @@ impl Segment {
 
     /// Address and length of slot `i`'s memory.
     pub fn slot_range(&self, i: usize) -> (*mut u8, usize) {
-        ((self as *const _ as usize + (i << self.slab_shift)) as *mut u8, 1 << self.slab_shift)
+        (
+            (self as *const _ as usize + (i << self.slab_shift)) as *mut u8,
+            1 << self.slab_shift,
+        )
     }
 
     /// The pool's bookkeeping.
@@ -193,7 +202,13 @@ impl LargeRegion {
         let base = os::map_aligned(map_len, align.max(SEGMENT_SIZE))?;
         let h = base.cast::<LargeRegion>();
         // SAFETY: fresh mapping of at least one page.
-        unsafe { h.as_ptr().write(LargeRegion { kind: RegionKind::Large, map_len, user_off }) };
+        unsafe {
+            h.as_ptr().write(LargeRegion {
+                kind: RegionKind::Large,
+                map_len,
+                user_off,
+            })
+        };
         Some(h)
     }
 

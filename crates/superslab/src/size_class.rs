@@ -71,12 +71,24 @@ const fn stride_of(c: usize) -> usize {
 }
 
 const fn build() -> [ClassLayout; NUM_CLASSES] {
-    let mut t = [ClassLayout { stride: 0, capacity: 0, kind: SlabKind::Small }; NUM_CLASSES];
+    let mut t = [ClassLayout {
+        stride: 0,
+        capacity: 0,
+        kind: SlabKind::Small,
+    }; NUM_CLASSES];
     let mut c = 0;
     while c < NUM_CLASSES {
         let s = stride_of(c);
-        let kind = if s <= SMALL_MAX { SlabKind::Small } else { SlabKind::Medium };
-        t[c] = ClassLayout { stride: s as u32, capacity: (kind.slab_size() / s) as u32, kind };
+        let kind = if s <= SMALL_MAX {
+            SlabKind::Small
+        } else {
+            SlabKind::Medium
+        };
+        t[c] = ClassLayout {
+            stride: s as u32,
+            capacity: (kind.slab_size() / s) as u32,
+            kind,
+        };
         c += 1;
     }
     t
@@ -161,7 +173,11 @@ mod tests {
             let c = class_of(size);
             assert!(stride(c) >= size.max(1), "size {size} class {c}");
             if c > 0 {
-                assert!(stride(c - 1) < size, "size {size} could use class {}", c - 1);
+                assert!(
+                    stride(c - 1) < size,
+                    "size {size} could use class {}",
+                    c - 1
+                );
             }
         }
     }

@@ -194,7 +194,9 @@ impl Slab {
 
     /// Moves remote frees onto the local free list. True if any arrived.
     pub fn collect_remote(&self, tok: &OwnerToken<'_>) -> bool {
-        let Some(d) = self.remote.drain(tok) else { return false };
+        let Some(d) = self.remote.drain(tok) else {
+            return false;
+        };
         // SAFETY: owner-only fields; drained nodes are blocks of this slab
         // that their freers gave up (Acquire in drain makes their links visible).
         unsafe {
@@ -207,7 +209,10 @@ impl Slab {
             }
             (*tail).next = *self.free.get();
             *self.free.get() = head;
-            debug_assert!(*self.used.get() >= n, "remote frees exceed used (double free?)");
+            debug_assert!(
+                *self.used.get() >= n,
+                "remote frees exceed used (double free?)"
+            );
             *self.used.get() -= n;
         }
         true

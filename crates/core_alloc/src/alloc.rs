@@ -1,0 +1,253 @@
+//! The allocation paths: small and medium blocks from the heap's slabs, large
+//! blocks mapped directly, plus realloc, aligned allocation and usable size.
+
+use crate::heap::{self, empty_slab, Heap};
+use core::ptr;
+use registry::Region;
+use remote_queue::Push;
+use superslab::size_class::{stride, LUT_MAX};
+use superslab::{
+    class_of, region_kind, LargeRegion, RegionKind, Segment, Slab, UserPtr, MEDIUM_MAX, NUM_CLASSES,
+};
+
+/// Why a pointer given back to hakmem is not one hakmem handed out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FreeError {
+    /// Points into a hakmem region but not at the start of a block.
+    NotBlockStart,
+    /// Points into a part of a region that holds no blocks.
+    NoBlockHere,
+}
+
+impl FreeError {
+    /// A short fixed description, usable without allocating.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::NotBlockStart => "invalid free: pointer is inside a block, not at its start",
+            Self::NoBlockHere => "invalid free: pointer is not in any allocated block",
+        }
+    }
+}
+
+/// Allocates `size` bytes (16-aligned). `None` means out of memory.
+#[inline(always)]
+pub fn malloc(size: usize) -> Option<UserPtr> {
+    if size <= LUT_MAX {
+        return alloc_class(class_of(size));
+    }
+    malloc_big(size)
+}
+
+#[inline(never)]
+fn malloc_big(size: usize) -> Option<UserPtr> {
+    if size <= MEDIUM_MAX {
+        alloc_class(class_of(size))
+    } else {
+        large(size, 16)
+    }
+}
+
+/// Pops a block of class `c` from the thread's heap. Fast path: one TLS load,
+/// the bin load, and the slab pop (no atomics, no branches but the miss test).
+#[inline(always)]
+fn alloc_class(c: usize) -> Option<UserPtr> {
+    let heap = heap::current();
+    let s = heap.bin(c);
+    if let Some(b) = s.pop(&heap.token(s)) {
+        return Some(b.into_user());
+    }
+    alloc_slow(c)
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_slow(c: usize) -> Option<UserPtr> {
+    let h = heap::current();
+    if h.is_sentinel() {
+        if heap::is_dead(h) {
+            return heap::with_fallback(|f| refill_and_pop(f, c)).flatten();
+        }
+        return refill_and_pop(heap::thread_init()?, c);
+    }
+    refill_and_pop(h, c)
+}
+
+fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
+    loop {
+        let s = heap.bin(c);
+        if !ptr::eq(s, empty_slab()) {
+            debug_assert!(
+                s.remote.is_owned_by(heap.id),
+                "heap list holds a slab it does not own"
+            );
+            let tok = heap.token(s);
+            if let Some(b) = s.pop(&tok) {
+                return Some(b.into_user());
+            }
+            if s.refill(&tok) {
+                return s.pop(&tok).map(|b| b.into_user());
+            }
+            // Full: take it off the list and give ownership up until a free
+            // wakes it (remote_queue's detach protocol).
+            heap.unlink(c, s);
+            if let Err(tok) = s.remote.detach(tok) {
+                s.collect_remote(&tok);
+                heap.push_front(c, s);
+            }
+            continue;
+        }
+        let (s, _) = shared_pool::acquire(c, heap.id)?;
+        heap.push_front(c, s);
+    }
+}
+
+fn large(size: usize, align: usize) -> Option<UserPtr> {
+    shared_pool::map_large(size, align).map(|r| r.user())
+}
+
+/// Allocates `n * size` zeroed bytes; `None` on overflow or out of memory.
+pub fn calloc(n: usize, size: usize) -> Option<UserPtr> {
+    let total = n.checked_mul(size)?;
+    if total > MEDIUM_MAX {
+        // Fresh from the OS: already zero (lesson 14), never memset.
+        return large(total, 16);
+    }
+    let p = malloc(total)?;
+    // SAFETY: `p` is a fresh block of at least `total` bytes.
+    unsafe { ptr::write_bytes(p.as_ptr(), 0, total) };
+    Some(p)
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two).
+pub fn aligned(align: usize, size: usize) -> Option<UserPtr> {
+    debug_assert!(align.is_power_of_two());
+    if align <= 16 {
+        return malloc(size);
+    }
+    if size <= MEDIUM_MAX && align <= MEDIUM_MAX {
+        // A class whose stride is a multiple of `align` has only aligned block
+        // starts, because slabs are aligned to their own size (>= MEDIUM_MAX
+        // for medium slabs, 64 KiB for small ones, which hold strides <= 8 KiB).
+        let mut c = class_of(size.max(align));
+        while c < NUM_CLASSES {
+            if stride(c) % align == 0 {
+                return alloc_class(c);
+            }
+            c += 1;
+        }
+    }
+    large(size, align)
+}
+
+/// Frees a block. `region` is the registry's proof that `p` is in a hakmem
+/// region; `p` itself is still validated as a block start.
+#[inline(always)]
+pub fn free(region: Region, p: UserPtr) -> Result<(), FreeError> {
+    // SAFETY: the registry only knows live regions created by superslab.
+    match unsafe { region_kind(region.base()) } {
+        RegionKind::Segment => {
+            // SAFETY: a live segment's base, per the registry.
+            let seg = unsafe { Segment::from_base(region.base()) };
+            let s = seg.slab_of(p.addr());
+            let b = s.block_of(p).map_err(|e| match e {
+                superslab::BadPointer::NotBlockStart => FreeError::NotBlockStart,
+                superslab::BadPointer::SlabUnused => FreeError::NoBlockHere,
+            })?;
+            let heap = heap::current();
+            if s.remote.is_owned_by(heap.id) {
+                let tok = heap.token(s);
+                if s.push_local(&tok, b) {
+                    slab_emptied(heap, s, tok);
+                }
+            } else if s.push_remote(b) == Push::Woke {
+                // We brought a detached (full) slab back to life: it is on no
+                // list, so publish it for adoption.
+                shared_pool::publish_partial(s);
+            }
+            Ok(())
+        }
+        RegionKind::Large => free_large(region, p),
+    }
+}
+
+#[cold]
+fn slab_emptied(heap: &Heap, s: &'static Slab, tok: remote_queue::OwnerToken<'static>) {
+    let c = s
+        .class()
+        .unwrap_or_else(|| heap::fatal("emptied a classless slab", s as *const _ as usize));
+    // Keep a class's last slab to avoid thrashing on alloc/free ping-pong.
+    if !heap.is_alone(c, s) {
+        heap.unlink(c, s);
+        shared_pool::release_empty(s, tok);
+    }
+}
+
+#[cold]
+fn free_large(region: Region, p: UserPtr) -> Result<(), FreeError> {
+    // SAFETY: a live large region's base, per the registry.
+    let r = unsafe { &mut *(region.base().as_ptr().cast::<LargeRegion>()) };
+    if !r.is_block(p) {
+        return Err(FreeError::NotBlockStart);
+    }
+    // SAFETY: the program gave the block back; nothing else refers to it.
+    unsafe { shared_pool::unmap_large(r) };
+    Ok(())
+}
+
+/// Usable size of a block (>= what was requested).
+pub fn usable_size(region: Region, p: UserPtr) -> Result<usize, FreeError> {
+    // SAFETY: as in `free`.
+    match unsafe { region_kind(region.base()) } {
+        RegionKind::Segment => {
+            // SAFETY: as in `free`.
+            let s = unsafe { Segment::from_base(region.base()) }.slab_of(p.addr());
+            s.block_of(p).map_err(|_| FreeError::NotBlockStart)?;
+            Ok(s.stride())
+        }
+        RegionKind::Large => {
+            // SAFETY: as in `free_large`.
+            let r = unsafe { LargeRegion::from_base(region.base()) };
+            if r.is_block(p) {
+                Ok(r.usable())
+            } else {
+                Err(FreeError::NotBlockStart)
+            }
+        }
+    }
+}
+
+/// Resizes a block, in place where it can; `align` is the alignment the
+/// block was allocated with (16 for plain malloc). `Ok(None)` means out of
+/// memory, with the old block untouched.
+pub fn realloc(
+    region: Region,
+    p: UserPtr,
+    new: usize,
+    align: usize,
+) -> Result<Option<UserPtr>, FreeError> {
+    let old = usable_size(region, p)?;
+    if new <= old && (new >= old / 2 || old <= 128) {
+        return Ok(Some(p));
+    }
+    // SAFETY: validated above.
+    if unsafe { region_kind(region.base()) } == RegionKind::Large && new > MEDIUM_MAX {
+        // SAFETY: a live large region whose block the caller owns.
+        let r = unsafe { &mut *(region.base().as_ptr().cast::<LargeRegion>()) };
+        // SAFETY: the caller owns the block being reallocated.
+        if unsafe { shared_pool::resize_large(r, new) } {
+            return Ok(Some(p));
+        }
+    }
+    let Some(q) = aligned(align, new) else {
+        return Ok(None);
+    };
+    // SAFETY: distinct blocks, each at least min(old, new) bytes.
+    unsafe { ptr::copy_nonoverlapping(p.as_ptr(), q.as_ptr(), old.min(new)) };
+    free(region, p)?;
+    Ok(Some(q))
+}
+
+/// Returns cached memory to the OS (`malloc_trim`). True if any was released.
+pub fn trim() -> bool {
+    shared_pool::trim()
+}

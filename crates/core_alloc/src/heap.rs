@@ -1,0 +1,393 @@
+//! Per-thread heaps and their life cycle.
+//!
+//! Each thread's `HEAP` thread-local is const-initialised to point at a static,
+//! all-empty sentinel heap (lesson 10): every bin of the sentinel points at a
+//! slab with no blocks, so the allocation fast path needs no "set up yet?"
+//! test; its first pop misses and the slow path builds the real heap. The
+//! thread-local is a `Cell` of a raw pointer: no destructor, so std never
+//! registers one through `__cxa_thread_atexit_impl` (which would call our own
+//! `calloc`, see runtime-pitfalls.md).
+//!
+//! Thread exit goes through one process-wide pthread key whose destructor
+//! hands the thread's slabs back to the pool (empty ones freed, partly used
+//! ones published for adoption, full ones detached until a free wakes them)
+//! and recycles the heap. After that the thread-local points at a second
+//! sentinel, `DEAD`; allocations from later destructors are served by a
+//! locked fallback heap, and frees from such a thread are remote frees.
+//!
+//! Heaps live in memory from `shared_pool::meta_chunk`, never from malloc.
+
+use core::cell::{Cell, UnsafeCell};
+use core::ptr;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use remote_queue::OwnerToken;
+use shared_pool::SpinLock;
+use superslab::{os, Slab, NUM_CLASSES};
+
+/// A slab with no blocks that every empty bin points at. Never written: every
+/// operation on it misses before writing.
+pub(crate) struct EmptySlab(pub(crate) Slab);
+// SAFETY: never written (all owner operations on it miss before writing).
+unsafe impl Sync for EmptySlab {}
+pub(crate) static EMPTY_SLAB: EmptySlab = EmptySlab(Slab::EMPTY);
+
+#[inline(always)]
+pub(crate) fn empty_slab() -> *const Slab {
+    &EMPTY_SLAB.0
+}
+
+/// A thread's heap. Only its thread touches it (or, for the fallback heap,
+/// whoever holds `FALLBACK_LOCK`).
+#[repr(C, align(64))]
+pub struct Heap {
+    /// Per class: the head of the list of owned slabs with (possibly) free
+    /// blocks; allocation pops from the head. `EMPTY_SLAB` if none.
+    bins: UnsafeCell<[*const Slab; NUM_CLASSES]>,
+    /// Owner id for the slabs' remote queues: the heap's address. The
+    /// sentinels use 1 and 2, which are neither `NO_OWNER` (0) nor any heap's
+    /// (64-aligned) address, so a sentinel thread never mistakes an unowned
+    /// slab for its own.
+    pub(crate) id: usize,
+    next_free: Cell<*mut Heap>,
+}
+
+struct SyncHeap(Heap);
+// SAFETY: the sentinels are never written: their bins all point at
+// EMPTY_SLAB, so every allocation misses and switches heaps first.
+unsafe impl Sync for SyncHeap {}
+
+const fn sentinel(id: usize) -> Heap {
+    Heap {
+        bins: UnsafeCell::new([&EMPTY_SLAB.0 as *const Slab; NUM_CLASSES]),
+        id,
+        next_free: Cell::new(ptr::null_mut()),
+    }
+}
+const NEW_ID: usize = 1;
+const DEAD_ID: usize = 2;
+static NEW: SyncHeap = SyncHeap(sentinel(NEW_ID));
+static DEAD: SyncHeap = SyncHeap(sentinel(DEAD_ID));
+
+std::thread_local! {
+    static HEAP: Cell<*const Heap> = const { Cell::new(&NEW.0 as *const Heap) };
+}
+
+/// The calling thread's heap (possibly a sentinel). One TLS load.
+#[inline(always)]
+pub(crate) fn current() -> &'static Heap {
+    // SAFETY: HEAP always points at a sentinel static or a live heap, and
+    // heaps are never unmapped.
+    unsafe { &*HEAP.get() }
+}
+
+impl Heap {
+    /// Slab at the head of class `c`'s list.
+    #[inline(always)]
+    pub(crate) fn bin(&self, c: usize) -> &'static Slab {
+        // SAFETY: single-threaded access; bins hold EMPTY_SLAB or owned slabs
+        // of live segments (slabs with an owner are never unmapped).
+        unsafe { &*(*self.bins.get())[c] }
+    }
+
+    #[inline(always)]
+    pub(crate) fn is_sentinel(&self) -> bool {
+        self.id <= DEAD_ID
+    }
+
+    /// The owner token of a slab on this heap's lists (or EMPTY_SLAB).
+    #[inline(always)]
+    pub(crate) fn token<'s>(&self, s: &'s Slab) -> OwnerToken<'s> {
+        // SAFETY: slabs on our lists are owned by `self.id`; EMPTY_SLAB is
+        // never mutated by any token operation (all of them miss on it).
+        unsafe { s.remote.assume_owned(self.id) }
+    }
+
+    fn set_bin(&self, c: usize, s: *const Slab) {
+        // SAFETY: single-threaded access.
+        unsafe { (*self.bins.get())[c] = s };
+    }
+
+    /// Links an owned slab at the head of class `c`.
+    pub(crate) fn push_front(&self, c: usize, s: &Slab) {
+        debug_assert!(s.remote.is_owned_by(self.id));
+        let head = self.bin(c) as *const Slab;
+        let next = if head == empty_slab() {
+            ptr::null_mut()
+        } else {
+            head as *mut Slab
+        };
+        // SAFETY: we own `s` and every slab on our list.
+        unsafe {
+            let (prev_l, next_l) = s.heap_links();
+            *prev_l.get() = ptr::null_mut();
+            *next_l.get() = next;
+            if !next.is_null() {
+                *(*next).heap_links().0.get() = s as *const Slab as *mut Slab;
+            }
+        }
+        self.set_bin(c, s);
+    }
+
+    /// Unlinks an owned slab from class `c`'s list.
+    pub(crate) fn unlink(&self, c: usize, s: &Slab) {
+        // SAFETY: we own `s` and its neighbours.
+        unsafe {
+            let (prev_l, next_l) = s.heap_links();
+            let (prev, next) = (*prev_l.get(), *next_l.get());
+            if prev.is_null() {
+                debug_assert!(ptr::eq(self.bin(c), s));
+                self.set_bin(c, if next.is_null() { empty_slab() } else { next });
+            } else {
+                *(*prev).heap_links().1.get() = next;
+            }
+            if !next.is_null() {
+                *(*next).heap_links().0.get() = prev;
+            }
+            *prev_l.get() = ptr::null_mut();
+            *next_l.get() = ptr::null_mut();
+        }
+    }
+
+    /// True if `s` is the only slab on its class list.
+    pub(crate) fn is_alone(&self, c: usize, s: &Slab) -> bool {
+        // SAFETY: we own `s`.
+        unsafe {
+            let (p, n) = s.heap_links();
+            ptr::eq(self.bin(c), s) && (*p.get()).is_null() && (*n.get()).is_null()
+        }
+    }
+
+    /// Gives every slab back (thread exit, or heap recycling).
+    fn release_all(&self) {
+        for c in 0..NUM_CLASSES {
+            loop {
+                let s = self.bin(c);
+                if ptr::eq(s, empty_slab()) {
+                    break;
+                }
+                self.unlink(c, s);
+                let tok = self.token(s);
+                give_up(s, tok);
+            }
+        }
+    }
+}
+
+/// Hands an owned, unlisted slab to the pool in whatever state it is.
+pub(crate) fn give_up(s: &'static Slab, tok: OwnerToken<'static>) {
+    s.collect_remote(&tok);
+    if s.used(&tok) == 0 {
+        shared_pool::release_empty(s, tok);
+    } else if s.has_free(&tok) {
+        s.remote.release(tok);
+        shared_pool::publish_partial(s);
+    } else if let Err(tok) = s.remote.detach(tok) {
+        // Frees arrived between the collect and the detach: now it has room.
+        s.collect_remote(&tok);
+        give_up(s, tok);
+    }
+}
+
+// ---- heap memory ----
+
+static HEAPS_LOCK: SpinLock = SpinLock::new();
+struct HeapList(Cell<*mut Heap>, Cell<usize>);
+// SAFETY: accessed only with HEAPS_LOCK held.
+unsafe impl Sync for HeapList {}
+/// Recycled heaps; and the unused tail of the current chunk (address, bytes).
+static FREE_HEAPS: HeapList = HeapList(Cell::new(ptr::null_mut()), Cell::new(0));
+static CHUNK: HeapList = HeapList(Cell::new(ptr::null_mut()), Cell::new(0));
+static LIVE_HEAPS: AtomicUsize = AtomicUsize::new(0);
+const HEAP_CHUNK: usize = 64 * 1024;
+
+fn alloc_heap() -> Option<&'static Heap> {
+    HEAPS_LOCK.lock();
+    let mut h = FREE_HEAPS.0.get();
+    if !h.is_null() {
+        // SAFETY: recycled heaps are valid; lock held.
+        FREE_HEAPS.0.set(unsafe { (*h).next_free.get() });
+    } else {
+        let sz = core::mem::size_of::<Heap>();
+        if CHUNK.1.get() < sz {
+            let Some(m) = shared_pool::meta_chunk(HEAP_CHUNK) else {
+                HEAPS_LOCK.unlock();
+                return None;
+            };
+            CHUNK.0.set(m.as_ptr().cast());
+            CHUNK.1.set(HEAP_CHUNK);
+        }
+        h = CHUNK.0.get();
+        CHUNK.0.set((h as usize + sz) as *mut Heap);
+        CHUNK.1.set(CHUNK.1.get() - sz);
+        // SAFETY: fresh, aligned (chunk is page-aligned, Heap size is a multiple
+        // of its alignment), exclusively ours.
+        unsafe { h.write(sentinel(0)) };
+    }
+    HEAPS_LOCK.unlock();
+    LIVE_HEAPS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: `h` is a valid heap that no thread uses.
+    let heap = unsafe { &mut *h };
+    heap.id = h as usize;
+    heap.next_free.set(ptr::null_mut());
+    for c in 0..NUM_CLASSES {
+        heap.set_bin(c, empty_slab());
+    }
+    Some(heap)
+}
+
+fn recycle_heap(h: &'static Heap) {
+    LIVE_HEAPS.fetch_sub(1, Ordering::Relaxed);
+    HEAPS_LOCK.lock();
+    h.next_free.set(FREE_HEAPS.0.get());
+    FREE_HEAPS.0.set(h as *const Heap as *mut Heap);
+    HEAPS_LOCK.unlock();
+}
+
+/// Number of heaps in use by live threads (plus the fallback heap, if made).
+pub fn live_heaps() -> usize {
+    LIVE_HEAPS.load(Ordering::Relaxed)
+}
+
+// ---- thread life cycle ----
+
+const KEY_UNSET: u32 = u32::MAX;
+const KEY_BUSY: u32 = u32::MAX - 1;
+static KEY: AtomicU32 = AtomicU32::new(KEY_UNSET);
+
+/// Creates the thread-exit key. Called from the library constructor so the key
+/// index is small (glibc keeps keys below 32 inline, without calling calloc),
+/// and again lazily on a thread's first slow path.
+pub fn init_thread_key() -> Option<libc::pthread_key_t> {
+    loop {
+        match KEY.load(Ordering::Acquire) {
+            KEY_UNSET => {
+                if KEY
+                    .compare_exchange(KEY_UNSET, KEY_BUSY, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                let mut k: libc::pthread_key_t = 0;
+                // SAFETY: valid out-pointer and a destructor with the C ABI.
+                let r = unsafe { libc::pthread_key_create(&mut k, Some(thread_exit)) };
+                if r != 0 {
+                    KEY.store(KEY_UNSET, Ordering::Release);
+                    return None;
+                }
+                KEY.store(k, Ordering::Release);
+                return Some(k);
+            }
+            KEY_BUSY => core::hint::spin_loop(),
+            k => return Some(k),
+        }
+    }
+}
+
+/// Sets up the calling thread's heap (first slow path of a thread).
+#[cold]
+pub(crate) fn thread_init() -> Option<&'static Heap> {
+    let key = init_thread_key()?;
+    let heap = alloc_heap()?;
+    HEAP.set(heap);
+    // SAFETY: valid key; the value is our heap, passed back to thread_exit.
+    unsafe { libc::pthread_setspecific(key, heap as *const Heap as *const libc::c_void) };
+    // After HEAP is set: registering may call malloc, which now finds a heap.
+    register_fork_handlers();
+    Some(heap)
+}
+
+unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
+    // SAFETY: the key's value is always the heap set in thread_init.
+    let heap: &'static Heap = unsafe { &*(arg as *const Heap) };
+    // From here on this thread allocates through the fallback heap.
+    HEAP.set(&DEAD.0);
+    heap.release_all();
+    recycle_heap(heap);
+}
+
+/// True if the thread's heap has been torn down.
+#[inline]
+pub(crate) fn is_dead(h: &Heap) -> bool {
+    h.id == DEAD_ID
+}
+
+// ---- the fallback heap, for threads past their teardown ----
+
+static FALLBACK_LOCK: SpinLock = SpinLock::new();
+static FALLBACK: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `f` with the fallback heap locked.
+#[cold]
+pub(crate) fn with_fallback<R>(f: impl FnOnce(&'static Heap) -> R) -> Option<R> {
+    FALLBACK_LOCK.lock();
+    let mut h = FALLBACK.load(Ordering::Relaxed);
+    if h == 0 {
+        match alloc_heap() {
+            Some(heap) => {
+                h = heap as *const Heap as usize;
+                FALLBACK.store(h, Ordering::Relaxed);
+            }
+            None => {
+                FALLBACK_LOCK.unlock();
+                return None;
+            }
+        }
+    }
+    // SAFETY: the fallback heap is never recycled; the lock serialises it.
+    let r = f(unsafe { &*(h as *const Heap) });
+    FALLBACK_LOCK.unlock();
+    Some(r)
+}
+
+static FORK_HANDLERS: AtomicU32 = AtomicU32::new(0);
+
+/// Registers the `fork` handlers, once per process.
+pub fn register_fork_handlers() {
+    if FORK_HANDLERS.swap(1, Ordering::AcqRel) != 0 {
+        return;
+    }
+    extern "C" fn prepare() {
+        fork_prepare();
+    }
+    extern "C" fn parent() {
+        fork_parent();
+    }
+    extern "C" fn child() {
+        // SAFETY: glibc runs this in the child right after fork.
+        unsafe { fork_child() };
+    }
+    // SAFETY: plain C callbacks that only take, release or reset our locks.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
+
+/// Takes core_alloc's locks before `fork` (first in hakmem's lock order:
+/// fallback heap, heap list, then the pool).
+pub fn fork_prepare() {
+    FALLBACK_LOCK.lock();
+    HEAPS_LOCK.lock();
+    shared_pool::fork_prepare();
+}
+/// Releases them in the parent.
+pub fn fork_parent() {
+    shared_pool::fork_parent();
+    HEAPS_LOCK.unlock();
+    FALLBACK_LOCK.unlock();
+}
+/// Resets them in the child (only the forking thread exists there).
+///
+/// # Safety
+/// Only in the child right after `fork`.
+pub unsafe fn fork_child() {
+    // SAFETY: per the contract.
+    unsafe {
+        shared_pool::fork_child();
+        HEAPS_LOCK.reset_after_fork();
+        FALLBACK_LOCK.reset_after_fork();
+    }
+}
+
+/// Aborts with `msg`: for states that would otherwise corrupt memory.
+#[cold]
+pub(crate) fn fatal(msg: &str, addr: usize) -> ! {
+    os::fatal(msg, addr)
+}
