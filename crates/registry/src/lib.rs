@@ -200,6 +200,18 @@ impl Registry {
         let fresh = src.alloc_leaf().ok_or(RegisterError::NoLeafMemory)?;
         debug_assert!(fresh.as_ptr() as usize % 64 == 0);
         let fresh = fresh.as_ptr().cast::<Leaf>();
+        // Zeroed memory is an empty leaf for core atomics, but loom's atomics
+        // are handles into the model's state and must be constructed.
+        #[cfg(loom)]
+        // SAFETY: `fresh` is LEAF_BYTES of writable, aligned, unpublished memory.
+        unsafe {
+            fresh.write(Leaf {
+                entries: core::array::from_fn(|_| Entry {
+                    base: AtomicUsize::new(0),
+                    end: AtomicUsize::new(0),
+                }),
+            })
+        };
         match slot.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => Ok(fresh),
             Err(winner) => {

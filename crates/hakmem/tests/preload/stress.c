@@ -282,14 +282,14 @@ static void semantics(void)
 
     /* Aligned allocations up to 1 MiB alignment, by all three functions. */
     {
-        enum { MAXP = 21 * 4 * 3 };
+        enum { MAXP = 21 * 5 * 3 };
         static void *ps[MAXP];
         static size_t ns[MAXP];
         int np = 0;
         for (int shift = 0; shift <= 20; shift++) {
             size_t a = (size_t)1 << shift;
-            size_t sizes[4] = {1, a, a + 1, a + a / 2 + 3};
-            for (int s = 0; s < 4; s++) {
+            size_t sizes[5] = {0, 1, a, a + 1, a + a / 2 + 3};
+            for (int s = 0; s < 5; s++) {
                 size_t n = sizes[s];
                 void *p;
                 /* posix_memalign needs a multiple of sizeof(void *). */
