@@ -513,7 +513,9 @@ int main(void)
     .expect("write probe.c");
     let exe = compile(&scratch, &cc(), &src, "probe", &[]);
 
-    let plain = execute(Command::new(&exe), None);
+    let mut c = Command::new(&exe);
+    c.env_remove("LD_PRELOAD");
+    let plain = execute(c, None);
     assert_eq!(
         (
             plain.status.as_str(),

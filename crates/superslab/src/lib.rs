@@ -111,5 +111,12 @@ mod tests {
             unsafe { LargeRegion::destroy(h) };
         }
         assert!(LargeRegion::create(usize::MAX - 100, 16).is_none());
+        // Size 0 with a large alignment: the block must lie inside the region.
+        let h = LargeRegion::create(0, 1 << 20).expect("map");
+        // SAFETY: just created.
+        let r = unsafe { h.as_ref() };
+        assert!(r.user().addr() < h.as_ptr() as usize + r.map_len());
+        // SAFETY: fresh and unreferenced.
+        unsafe { LargeRegion::destroy(h) };
     }
 }

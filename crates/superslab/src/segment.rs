@@ -194,6 +194,9 @@ impl LargeRegion {
     /// The region base is aligned to at least [`SEGMENT_SIZE`]. Fresh memory is
     /// zero. Returns the header; not registered.
     pub fn create(size: usize, align: usize) -> Option<NonNull<LargeRegion>> {
+        // A zero-byte block still needs an address inside the region, or the
+        // registry would not recognise it (found by the preload stress test).
+        let size = size.max(1);
         let user_off = align.max(LARGE_HEADER);
         let map_len = user_off.checked_add(size)?.checked_add(os::PAGE - 1)? & !(os::PAGE - 1);
         if map_len > isize::MAX as usize / 2 {
@@ -263,7 +266,7 @@ impl LargeRegion {
     pub unsafe fn resize_in_place(&mut self, size: usize) -> bool {
         let Some(new_len) = self
             .user_off
-            .checked_add(size)
+            .checked_add(size.max(1))
             .and_then(|n| n.checked_add(os::PAGE - 1))
             .map(|n| n & !(os::PAGE - 1))
         else {
