@@ -40,7 +40,9 @@ fn object_of(p: *mut c_void) -> String {
         return "?".into();
     }
     // SAFETY: dladdr returned a NUL-terminated path.
-    unsafe { CStr::from_ptr(info.dli_fname) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(info.dli_fname) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Names the allocator serving this process: `"<name> <version>"`, judged
@@ -60,7 +62,8 @@ pub fn identify() -> (String, String) {
             "mimalloc".into()
         } else {
             // SAFETY: mimalloc's `int mi_version(void)`.
-            let v = unsafe { std::mem::transmute::<*mut c_void, extern "C" fn() -> libc::c_int>(f)() };
+            let v =
+                unsafe { std::mem::transmute::<*mut c_void, extern "C" fn() -> libc::c_int>(f)() };
             format!("mimalloc {}.{}.{}", v / 100, (v / 10) % 10, v % 10)
         }
     } else if base.contains("jemalloc") {
@@ -70,11 +73,23 @@ pub fn identify() -> (String, String) {
         if f.is_null() {
             "tcmalloc".into()
         } else {
-            type V = extern "C" fn(*mut libc::c_int, *mut libc::c_int, *mut *const libc::c_char) -> *const libc::c_char;
+            type V = extern "C" fn(
+                *mut libc::c_int,
+                *mut libc::c_int,
+                *mut *const libc::c_char,
+            ) -> *const libc::c_char;
             // SAFETY: gperftools' `const char *tc_version(int*, int*, const char**)`.
-            let s = unsafe { std::mem::transmute::<*mut c_void, V>(f)(std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut()) };
+            let s = unsafe {
+                std::mem::transmute::<*mut c_void, V>(f)(
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
+            };
             // SAFETY: returns a static string.
-            unsafe { CStr::from_ptr(s) }.to_string_lossy().replace("gperftools", "tcmalloc")
+            unsafe { CStr::from_ptr(s) }
+                .to_string_lossy()
+                .replace("gperftools", "tcmalloc")
         }
     } else if base.starts_with("libc.so") {
         // SAFETY: returns a static string.
@@ -173,7 +188,9 @@ pub fn atoi(name: &str, s: &str) -> Result<i64, String> {
     if n.is_empty() {
         return Err(format!("{name}: expected an integer, got `{s}`"));
     }
-    let v: i64 = n.parse().map_err(|_| format!("{name}: `{s}` is out of range"))?;
+    let v: i64 = n
+        .parse()
+        .map_err(|_| format!("{name}: `{s}` is out of range"))?;
     Ok(if neg { -v } else { v })
 }
 

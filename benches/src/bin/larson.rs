@@ -15,7 +15,8 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "larson <seconds> <min_size> <max_size> <chunks_per_thread> <rounds> <seed> <threads>";
+const USAGE: &str =
+    "larson <seconds> <min_size> <max_size> <chunks_per_thread> <rounds> <seed> <threads>";
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -99,9 +100,22 @@ fn main() {
     if args.len() != 7 {
         usage_exit(USAGE, &format!("expected 7 arguments, got {}", args.len()));
     }
-    let names = ["seconds", "min_size", "max_size", "chunks_per_thread", "rounds", "seed", "threads"];
-    let v: Vec<i64> = args.iter().zip(names).map(|(a, n)| atoi(n, a).unwrap_or_else(|e| usage_exit(USAGE, &e))).collect();
-    let (seconds, min, max, chunks, rounds, seed, threads) = (v[0], v[1], v[2], v[3], v[4], v[5], v[6]);
+    let names = [
+        "seconds",
+        "min_size",
+        "max_size",
+        "chunks_per_thread",
+        "rounds",
+        "seed",
+        "threads",
+    ];
+    let v: Vec<i64> = args
+        .iter()
+        .zip(names)
+        .map(|(a, n)| atoi(n, a).unwrap_or_else(|e| usage_exit(USAGE, &e)))
+        .collect();
+    let (seconds, min, max, chunks, rounds, seed, threads) =
+        (v[0], v[1], v[2], v[3], v[4], v[5], v[6]);
     let range = max - min;
     let check = |ok: bool, msg: &str| {
         if !ok {
@@ -110,12 +124,27 @@ fn main() {
     };
     check(seconds >= 0, "seconds must be >= 0");
     check(min >= 0 && max >= 0, "sizes must be >= 0");
-    check(range != 0, "max_size must differ from min_size (the original divides by max - min)");
-    check(min + range.abs() - 1 <= 1 << 30, "block sizes must stay below 1 GiB");
-    check((1..=10_000_000).contains(&chunks), "chunks_per_thread must be in 1..=10000000");
-    check((1..=1_000_000).contains(&rounds), "rounds must be in 1..=1000000");
+    check(
+        range != 0,
+        "max_size must differ from min_size (the original divides by max - min)",
+    );
+    check(
+        min + range.abs() - 1 <= 1 << 30,
+        "block sizes must stay below 1 GiB",
+    );
+    check(
+        (1..=10_000_000).contains(&chunks),
+        "chunks_per_thread must be in 1..=10000000",
+    );
+    check(
+        (1..=1_000_000).contains(&rounds),
+        "rounds must be in 1..=1000000",
+    );
     check((1..=4096).contains(&threads), "threads must be in 1..=4096");
-    check(chunks * threads <= 50_000_000, "threads * chunks_per_thread must be <= 50000000");
+    check(
+        chunks * threads <= 50_000_000,
+        "threads * chunks_per_thread must be <= 50000000",
+    );
 
     print_allocator();
     let total = (chunks * threads) as usize;
@@ -175,8 +204,14 @@ fn main() {
     let elapsed = start.elapsed().as_secs_f64();
     let allocs: u64 = areas.iter().map(|a| a.allocs.load(Ordering::Relaxed)).sum();
     let frees: u64 = areas.iter().map(|a| a.frees.load(Ordering::Relaxed)).sum();
-    let nthreads: u64 = areas.iter().map(|a| a.threads.load(Ordering::Relaxed)).sum();
-    println!("Throughput = {:.0} operations per second, relative time: {elapsed:.3}s.", allocs as f64 / elapsed);
+    let nthreads: u64 = areas
+        .iter()
+        .map(|a| a.threads.load(Ordering::Relaxed))
+        .sum();
+    println!(
+        "Throughput = {:.0} operations per second, relative time: {elapsed:.3}s.",
+        allocs as f64 / elapsed
+    );
     println!("allocs: {allocs} frees: {frees} threads: {nthreads}");
     print_peak_rss();
     for &b in blocks.iter() {

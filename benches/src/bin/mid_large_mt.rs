@@ -27,10 +27,15 @@ fn main() {
     }
     let (threads, cycles, ws, seed) = (v[0], v[1], v[2], v[3]);
     if !(1..=1024).contains(&threads) || cycles < 1 || !(1..=10_000_000).contains(&ws) {
-        usage_exit(USAGE, "threads in 1..=1024, cycles_per_thread >= 1, working_set in 1..=10000000");
+        usage_exit(
+            USAGE,
+            "threads in 1..=1024, cycles_per_thread >= 1, working_set in 1..=10000000",
+        );
     }
     print_allocator();
-    let tables: Vec<Table> = (0..threads).map(|_| Table(MetaSlice::zeroed(ws as usize))).collect();
+    let tables: Vec<Table> = (0..threads)
+        .map(|_| Table(MetaSlice::zeroed(ws as usize)))
+        .collect();
     let t = Instant::now();
     let tables: Vec<Table> = std::thread::scope(|s| {
         let hs: Vec<_> = tables
@@ -69,7 +74,10 @@ fn main() {
         hs.into_iter().map(|h| h.join().expect("worker")).collect()
     });
     let secs = t.elapsed().as_secs_f64();
-    println!("Throughput = {:.0} operations per second, relative time: {secs:.3}s.", (threads * cycles) as f64 / secs);
+    println!(
+        "Throughput = {:.0} operations per second, relative time: {secs:.3}s.",
+        (threads * cycles) as f64 / secs
+    );
     print_peak_rss();
     for tab in tables {
         for &p in tab.0.iter() {

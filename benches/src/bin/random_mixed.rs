@@ -20,7 +20,10 @@ fn main() {
     let slots = atoi("working_set_slots", &args[1]).unwrap_or_else(|e| usage_exit(USAGE, &e));
     let seed = atoi("seed", &args[2]).unwrap_or_else(|e| usage_exit(USAGE, &e));
     if cycles < 1 || !(1..=100_000_000).contains(&slots) {
-        usage_exit(USAGE, "cycles must be >= 1 and working_set_slots in 1..=100000000");
+        usage_exit(
+            USAGE,
+            "cycles must be >= 1 and working_set_slots in 1..=100000000",
+        );
     }
     print_allocator();
     let mut table: MetaSlice<*mut u8> = MetaSlice::zeroed(slots as usize);
@@ -46,7 +49,10 @@ fn main() {
         }
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("Throughput = {:.0} operations per second, relative time: {secs:.3}s.", cycles as f64 / secs);
+    println!(
+        "Throughput = {:.0} operations per second, relative time: {secs:.3}s.",
+        cycles as f64 / secs
+    );
     print_peak_rss();
     for &p in table.iter() {
         // SAFETY: null or live.

@@ -47,7 +47,14 @@ fn map(bytes: usize) -> NonNull<u8> {
     let len = bytes.max(1).next_multiple_of(4096);
     // SAFETY: anonymous private mapping at a kernel-chosen address.
     let p = unsafe {
-        libc::mmap(core::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     if p == libc::MAP_FAILED {
         const MSG: &[u8] = b"bench_meta: mmap failed\n";
@@ -81,8 +88,13 @@ impl<T: Zeroable> MetaSlice<T> {
     /// `len` zeroed values. Aborts if the OS refuses the mapping.
     pub fn zeroed(len: usize) -> Self {
         assert!(core::mem::align_of::<T>() <= 4096);
-        let bytes = len.checked_mul(core::mem::size_of::<T>()).expect("bench_meta: size overflow");
-        Self { ptr: map(bytes).cast(), len }
+        let bytes = len
+            .checked_mul(core::mem::size_of::<T>())
+            .expect("bench_meta: size overflow");
+        Self {
+            ptr: map(bytes).cast(),
+            len,
+        }
     }
 }
 
@@ -157,8 +169,14 @@ fn status_field(name: &[u8]) -> u64 {
         return 0;
     }
     let text = &buf[..n as usize];
-    let Some(at) = text.windows(name.len()).position(|w| w == name) else { return 0 };
-    text[at + name.len()..].iter().skip_while(|c| !c.is_ascii_digit()).take_while(|c| c.is_ascii_digit()).fold(0, |v, c| v * 10 + u64::from(c - b'0'))
+    let Some(at) = text.windows(name.len()).position(|w| w == name) else {
+        return 0;
+    };
+    text[at + name.len()..]
+        .iter()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(|c| c.is_ascii_digit())
+        .fold(0, |v, c| v * 10 + u64::from(c - b'0'))
 }
 
 #[cfg(test)]

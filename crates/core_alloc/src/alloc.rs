@@ -160,14 +160,35 @@ pub fn free(region: Region, p: UserPtr) -> Result<(), FreeError> {
                     slab_emptied(heap, s, tok);
                 }
             } else if s.push_remote(b) == Push::Woke {
-                // We brought a detached (full) slab back to life: it is on no
-                // list, so publish it for adoption.
-                shared_pool::publish_partial(s);
+                adopt_woken(heap, s);
             }
             Ok(())
         }
         RegionKind::Large => free_large(region, p),
     }
+}
+
+/// We brought a detached (full) slab back to life: it is on no list and has
+/// no owner. The freeing thread adopts it itself (one CAS, no lock): it is
+/// freeing into that slab, so its later frees there become local ones. A
+/// thread without a heap publishes it to the pool instead.
+#[cold]
+#[inline(never)]
+fn adopt_woken(heap: &'static Heap, s: &'static Slab) {
+    if heap.is_sentinel() {
+        shared_pool::publish_partial(s);
+        return;
+    }
+    let c = s
+        .class()
+        .unwrap_or_else(|| heap::fatal("woke a classless slab", s as *const _ as usize));
+    // Nobody else can claim it: only list poppers claim, and it is on no list.
+    let tok = s
+        .remote
+        .claim(heap.id)
+        .unwrap_or_else(|| heap::fatal("woken slab already owned", s as *const _ as usize));
+    drop(tok);
+    heap.push_second(c, s);
 }
 
 #[cold]

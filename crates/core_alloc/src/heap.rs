@@ -128,6 +128,27 @@ impl Heap {
         self.set_bin(c, s);
     }
 
+    /// Links an owned slab right after the head of class `c` (at the head if
+    /// the list is empty), so the slab allocation is popping from stays first.
+    pub(crate) fn push_second(&self, c: usize, s: &Slab) {
+        let head = self.bin(c);
+        if ptr::eq(head, empty_slab()) {
+            return self.push_front(c, s);
+        }
+        debug_assert!(s.remote.is_owned_by(self.id));
+        // SAFETY: we own `s`, `head` and head's successor.
+        unsafe {
+            let next = *head.heap_links().1.get();
+            let (prev_l, next_l) = s.heap_links();
+            *prev_l.get() = head as *const Slab as *mut Slab;
+            *next_l.get() = next;
+            if !next.is_null() {
+                *(*next).heap_links().0.get() = s as *const Slab as *mut Slab;
+            }
+            *head.heap_links().1.get() = s as *const Slab as *mut Slab;
+        }
+    }
+
     /// Unlinks an owned slab from class `c`'s list.
     pub(crate) fn unlink(&self, c: usize, s: &Slab) {
         // SAFETY: we own `s` and its neighbours.

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Other threads touch only `remote` (on its own cache line) and the read-only
-//! `stride`/`capacity`/`base` used to validate a pointer.
+//! read-mostly `stride`/`span`/`magic`/`base` used to validate a pointer.
 //!
 //! Counters (lesson 8): `used` is the number of blocks the program holds or
 //! that are in flight back through `remote`; `pop` adds one, `push_local`
@@ -23,7 +23,7 @@ use crate::ptr::{BlockPtr, UserPtr};
 use crate::size_class::CLASSES;
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use remote_queue::{Node, OwnerToken, RemoteQueue};
 
 /// Blocks carved from fresh slab memory per refill, at most. Carving lazily
@@ -31,31 +31,84 @@ use remote_queue::{Node, OwnerToken, RemoteQueue};
 const CARVE_BATCH_BYTES: usize = 16 * 1024;
 
 /// Metadata of one slab. Lives in its segment's header, never in the slab.
+///
+/// Three cache lines, by who writes them: the owner's hot fields; fields
+/// written only when the slab is given a class (read by every free to
+/// validate the pointer, so they must not share a line with what the owner
+/// writes on every pop/push); and the remote queue, written by other threads.
 #[repr(C, align(64))]
 pub struct Slab {
     // ---- line 0: owner-only, hot ----
     free: UnsafeCell<*mut Node>,
     used: UnsafeCell<u32>,
-    /// Blocks in the slab (set when the slab is given a class).
-    capacity: AtomicU32,
-    /// Block stride (set when the slab is given a class).
-    stride: AtomicU32,
-    /// Size class + 1; 0 while the slab has no class.
-    class: AtomicU32,
     bump: UnsafeCell<usize>,
     bump_end: UnsafeCell<usize>,
-    /// First byte of the slab's blocks (set when the segment is created).
-    base: AtomicUsize,
     heap_next: UnsafeCell<*mut Slab>,
     heap_prev: UnsafeCell<*mut Slab>,
-    // ---- line 1: cross-thread ----
+    _pad0: [u64; 2],
+    // ---- line 1: read-mostly (written when formatted) ----
+    /// Block stride (0 while the slab has no class).
+    stride: AtomicU32,
+    /// Bytes of blocks: capacity * stride.
+    span: AtomicU32,
+    /// Size class + 1; 0 while the slab has no class.
+    class: AtomicU32,
+    /// Block-start test without a division: see [`DivMagic`].
+    magic: AtomicU64,
+    /// First byte of the slab's blocks (set when the segment is created).
+    base: AtomicUsize,
+    _pad1: [u64; 4],
+    // ---- line 2: cross-thread ----
     /// Frees from other threads, and the ownership word.
     pub remote: RemoteQueue,
     pool_next: UnsafeCell<*mut Slab>,
 }
 
-static_assertions::const_assert_eq!(core::mem::offset_of!(Slab, remote), 64);
-static_assertions::const_assert!(core::mem::size_of::<Slab>() <= 128);
+static_assertions::const_assert_eq!(core::mem::offset_of!(Slab, stride), 64);
+static_assertions::const_assert_eq!(core::mem::offset_of!(Slab, remote), 128);
+static_assertions::const_assert!(core::mem::size_of::<Slab>() == 192);
+
+/// Exact "is `off` a multiple of `stride`?" for `off < 2^32` with one
+/// multiply and a rotate: write `stride = odd << shift`; then `off` is a
+/// multiple iff `rotr(off * odd⁻¹ mod 2^32, shift) <= (2^32 - 1) / stride`.
+#[derive(Clone, Copy, Debug)]
+pub struct DivMagic {
+    inv: u32,
+    shift: u32,
+    limit: u32,
+}
+
+impl DivMagic {
+    /// The magic for `stride` (non-zero).
+    pub const fn new(stride: u32) -> Self {
+        let shift = stride.trailing_zeros();
+        let odd = stride >> shift;
+        // Newton's iteration doubles the correct low bits each step.
+        let mut inv = odd; // correct to 3 bits for odd numbers
+        let mut i = 0;
+        while i < 5 {
+            inv = inv.wrapping_mul(2u32.wrapping_sub(odd.wrapping_mul(inv)));
+            i += 1;
+        }
+        Self {
+            inv,
+            shift,
+            limit: u32::MAX / stride,
+        }
+    }
+    const fn pack(self) -> u64 {
+        self.inv as u64 | (self.shift as u64) << 32 | (self.limit as u64 & 0xffff) << 40
+    }
+    #[inline(always)]
+    fn is_multiple_packed(m: u64, off: u32) -> bool {
+        let (inv, shift, limit) = (m as u32, (m >> 32) as u32 & 31, (m >> 40) as u32);
+        off.wrapping_mul(inv).rotate_right(shift) <= limit
+    }
+    /// True if `off` is a multiple of the stride.
+    pub fn is_multiple(self, off: u32) -> bool {
+        off.wrapping_mul(self.inv).rotate_right(self.shift) <= self.limit
+    }
+}
 
 // SAFETY: owner-only fields are only touched through methods that demand the
 // owner token (or, for the list links, by the owner or under the pool lock);
@@ -77,14 +130,17 @@ impl Slab {
     pub const EMPTY: Slab = Slab {
         free: UnsafeCell::new(ptr::null_mut()),
         used: UnsafeCell::new(0),
-        capacity: AtomicU32::new(0),
-        stride: AtomicU32::new(0),
-        class: AtomicU32::new(0),
         bump: UnsafeCell::new(0),
         bump_end: UnsafeCell::new(0),
-        base: AtomicUsize::new(0),
         heap_next: UnsafeCell::new(ptr::null_mut()),
         heap_prev: UnsafeCell::new(ptr::null_mut()),
+        _pad0: [0; 2],
+        stride: AtomicU32::new(0),
+        span: AtomicU32::new(0),
+        class: AtomicU32::new(0),
+        magic: AtomicU64::new(0),
+        base: AtomicUsize::new(0),
+        _pad1: [0; 4],
         remote: RemoteQueue::new(),
         pool_next: UnsafeCell::new(ptr::null_mut()),
     };
@@ -125,7 +181,8 @@ impl Slab {
             *self.bump.get() = base;
             *self.bump_end.get() = base + l.capacity as usize * l.stride as usize;
         }
-        self.capacity.store(l.capacity, Relaxed);
+        self.span.store(l.capacity * l.stride, Relaxed);
+        self.magic.store(DivMagic::new(l.stride).pack(), Relaxed);
         self.stride.store(l.stride, Relaxed);
         self.class.store(class as u32 + 1, Relaxed);
     }
@@ -241,13 +298,16 @@ impl Slab {
     /// registry and the segment layout.
     #[inline]
     pub fn block_of(&self, p: UserPtr) -> Result<BlockPtr, BadPointer> {
-        let stride = self.stride.load(Relaxed) as usize;
-        if stride == 0 {
-            return Err(BadPointer::SlabUnused);
-        }
         let off = p.addr().wrapping_sub(self.base.load(Relaxed));
-        // Strides are multiples of 16: cheap filter first, exact test after.
-        if off % stride != 0 || off >= self.capacity.load(Relaxed) as usize * stride {
+        // `span` is 0 while classless, so this also rejects unused slabs.
+        if off >= self.span.load(Relaxed) as usize {
+            return Err(if self.stride.load(Relaxed) == 0 {
+                BadPointer::SlabUnused
+            } else {
+                BadPointer::NotBlockStart
+            });
+        }
+        if !DivMagic::is_multiple_packed(self.magic.load(Relaxed), off as u32) {
             return Err(BadPointer::NotBlockStart);
         }
         Ok(BlockPtr::from_raw(p.as_non_null()))
@@ -280,5 +340,25 @@ impl Slab {
     #[inline]
     pub unsafe fn pool_link(&self) -> &UnsafeCell<*mut Slab> {
         &self.pool_next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DivMagic;
+    use crate::size_class::CLASSES;
+
+    #[test]
+    fn div_magic_is_exact_for_every_class_and_offset() {
+        for l in CLASSES.iter() {
+            let m = DivMagic::new(l.stride);
+            let p = DivMagic::pack(m);
+            let span = l.capacity * l.stride;
+            for off in 0..span + 64 {
+                let want = off % l.stride == 0;
+                assert_eq!(m.is_multiple(off), want, "stride {} off {off}", l.stride);
+                assert_eq!(DivMagic::is_multiple_packed(p, off), want);
+            }
+        }
     }
 }
