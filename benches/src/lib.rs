@@ -7,9 +7,6 @@
 
 use std::ffi::{c_void, CStr};
 
-#[cfg(feature = "linked")]
-use hakmem as _; // link hakmem: its exported `malloc` serves this binary
-
 /// The payload allocator: the process's C `malloc`.
 #[inline(always)]
 pub fn malloc(n: usize) -> *mut u8 {
@@ -51,7 +48,9 @@ pub fn identify() -> (String, String) {
     let malloc_obj = object_of(sym(c"malloc"));
     let hv = sym(c"hakmem_version");
     let base = malloc_obj.rsplit('/').next().unwrap_or("").to_string();
-    let name = if !hv.is_null() && object_of(hv) == malloc_obj {
+    let name = if let Some(v) = linked_hakmem(&malloc_obj) {
+        v
+    } else if !hv.is_null() && object_of(hv) == malloc_obj {
         type V = extern "C" fn() -> *const libc::c_char;
         // SAFETY: hakmem_version has this signature and returns a static string.
         let v = unsafe { CStr::from_ptr(std::mem::transmute::<*mut c_void, V>(hv)()) };
@@ -99,6 +98,23 @@ pub fn identify() -> (String, String) {
         format!("unknown ({base})")
     };
     (name, malloc_obj)
+}
+
+/// In the `linked` build: hakmem if `malloc` is defined by this executable and
+/// hakmem owns what it returns.
+#[cfg(feature = "linked")]
+fn linked_hakmem(malloc_obj: &str) -> Option<String> {
+    let exe = std::fs::read_link("/proc/self/exe").ok()?;
+    let p = malloc(16);
+    let ours = hakmem::owns(p);
+    // SAFETY: from malloc above.
+    unsafe { free(p) };
+    (ours && exe.to_string_lossy() == malloc_obj).then(|| format!("{} (linked)", hakmem::VERSION))
+}
+
+#[cfg(not(feature = "linked"))]
+fn linked_hakmem(_: &str) -> Option<String> {
+    None
 }
 
 extern "C" {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
 use std::time::Instant;
 
+mod bench;
 mod deps;
 
 const HELP: &str = "\
@@ -18,6 +19,8 @@ tasks:
               LD_PRELOAD library, every crate's tests (unit, integration,
               doctests incl. compile_fail), the LD_PRELOAD suite, loom models
   test --quick  the same without clippy and loom
+  bench       benchmarks against glibc, mimalloc, jemalloc, tcmalloc
+              (`cargo xtask bench --help` for details)
   help        this text
 ";
 
@@ -25,6 +28,7 @@ fn main() {
     let args: Vec<String> = env::args().skip(1).collect();
     let r = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
+        Some("bench") => bench::bench(&args[1..]),
         Some("help") | Some("-h") | Some("--help") | None => {
             print!("{HELP}");
             Ok(())
