@@ -164,7 +164,7 @@ impl Lran2 {
 
     /// Next value in `0..714025`.
     #[inline]
-    pub fn next(&mut self) -> i64 {
+    pub fn next_value(&mut self) -> i64 {
         let j = (self.y % 97) as usize;
         self.y = self.v[j];
         self.x = (IA * self.x + IC) % LRAN2_MAX;
@@ -183,7 +183,7 @@ pub struct SplitMix(pub u64);
 impl SplitMix {
     /// Next value.
     #[inline(always)]
-    pub fn next(&mut self) -> u64 {
+    pub fn next_value(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -46,13 +46,13 @@ extern "C" fn exercise(arg: *mut c_void) -> *mut c_void {
     let a = unsafe { &mut *(arg as *mut Area) };
     let (mut allocs, mut frees) = (0u64, 0u64);
     for _ in 0..a.steps {
-        let victim = (a.rgen.next() % a.asize) as usize;
+        let victim = (a.rgen.next_value() % a.asize) as usize;
         // SAFETY: victim < asize; the slot holds a live block or null.
         unsafe {
             free(*a.blocks.add(victim));
             frees += 1;
             // C's `%` on a negative range gives 0..|range|, as here.
-            let size = a.min + a.rgen.next() % a.range;
+            let size = a.min + a.rgen.next_value() % a.range;
             let p = malloc(size as usize);
             if p.is_null() {
                 eprintln!("larson: malloc({size}) returned NULL");
@@ -154,21 +154,21 @@ fn main() {
 
     // Warm-up (main thread): fill, shuffle, then 4 * chunks random replacements.
     for i in 0..total {
-        let s = min + rgen.next() % range;
+        let s = min + rgen.next_value() % range;
         blocks[i] = malloc(s as usize);
         sizes[i] = s;
         assert!(!blocks[i].is_null(), "warm-up malloc failed");
     }
     for i in (1..=total).rev() {
-        let victim = (rgen.next() % i as i64) as usize;
+        let victim = (rgen.next_value() % i as i64) as usize;
         blocks.swap(victim, i - 1);
         sizes.swap(victim, i - 1);
     }
     for _ in 0..4 * chunks {
-        let victim = (rgen.next() % total as i64) as usize;
+        let victim = (rgen.next_value() % total as i64) as usize;
         // SAFETY: a live block from the warm-up.
         unsafe { free(blocks[victim]) };
-        let s = min + rgen.next() % range;
+        let s = min + rgen.next_value() % range;
         blocks[victim] = malloc(s as usize);
         sizes[victim] = s;
     }
@@ -184,7 +184,7 @@ fn main() {
         a.steps = rounds * chunks;
         a.min = min;
         a.range = range;
-        a.rgen = Lran2::new(rgen.next());
+        a.rgen = Lran2::new(rgen.next_value());
     }
 
     let start = Instant::now();

@@ -45,7 +45,7 @@ fn main() {
                 s.spawn(move || {
                     let mut rng = SplitMix((seed as u64) ^ ((ti as u64 + 1) << 32));
                     for _ in 0..cycles {
-                        let r = rng.next();
+                        let r = rng.next_value();
                         let i = (r % ws as u64) as usize;
                         let p = tab.0[i];
                         if p.is_null() {

@@ -30,7 +30,7 @@ fn main() {
     let mut rng = SplitMix(seed as u64);
     let t = Instant::now();
     for _ in 0..cycles {
-        let r = rng.next();
+        let r = rng.next_value();
         let i = (r % slots as u64) as usize;
         let p = table[i];
         if p.is_null() {

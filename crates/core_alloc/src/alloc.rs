@@ -130,7 +130,7 @@ pub fn aligned(align: usize, size: usize) -> Option<UserPtr> {
         // for medium slabs, 64 KiB for small ones, which hold strides <= 8 KiB).
         let mut c = class_of(size.max(align));
         while c < NUM_CLASSES {
-            if stride(c) % align == 0 {
+            if stride(c).is_multiple_of(align) {
                 return alloc_class(c);
             }
             c += 1;
@@ -187,7 +187,7 @@ fn adopt_woken(heap: &'static Heap, s: &'static Slab) {
         .remote
         .claim(heap.id)
         .unwrap_or_else(|| heap::fatal("woken slab already owned", s as *const _ as usize));
-    drop(tok);
+    let _ = tok; // the claim is the point; the caller re-vouches later
     heap.push_second(c, s);
 }
 

@@ -29,7 +29,7 @@ use superslab::{os, Slab, NUM_CLASSES};
 pub(crate) struct EmptySlab(pub(crate) Slab);
 // SAFETY: never written (all owner operations on it miss before writing).
 unsafe impl Sync for EmptySlab {}
-pub(crate) static EMPTY_SLAB: EmptySlab = EmptySlab(Slab::EMPTY);
+pub(crate) static EMPTY_SLAB: EmptySlab = EmptySlab(Slab::empty());
 
 #[inline(always)]
 pub(crate) fn empty_slab() -> *const Slab {

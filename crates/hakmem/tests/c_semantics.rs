@@ -61,8 +61,8 @@ unsafe fn usable(p: *mut u8) -> usize {
 }
 
 fn posix_memalign(align: usize, n: usize) -> (c_int, *mut u8) {
-    let mut out: *mut c_void = 0x1 as *mut c_void; // sentinel: must stay on error
-                                                   // SAFETY: `out` is a valid pointer slot.
+    let mut out: *mut c_void = ptr::dangling_mut::<c_void>(); // sentinel: must stay on error
+                                                              // SAFETY: `out` is a valid pointer slot.
     let r = unsafe { libc::posix_memalign(&mut out, align, n) };
     (r, out.cast())
 }
@@ -252,8 +252,8 @@ fn calloc_zeroes_even_reused_memory() {
             unsafe { free(p) };
             let c = calloc(1, n);
             assert!(!c.is_null());
-            // SAFETY: calloc(1, n) is n bytes.
             assert!(
+                // SAFETY: calloc(1, n) is n bytes.
                 unsafe { is_zero(c, n) },
                 "calloc(1, {n}) returned dirty memory"
             );
@@ -262,8 +262,8 @@ fn calloc_zeroes_even_reused_memory() {
             // SAFETY: live block.
             unsafe { free(c) };
             let c = calloc(n, 1);
-            // SAFETY: calloc(n, 1) is n bytes.
             assert!(
+                // SAFETY: calloc(n, 1) is n bytes.
                 unsafe { is_zero(c, n) },
                 "calloc({n}, 1) returned dirty memory"
             );
@@ -346,7 +346,7 @@ fn aligned_alloc_and_memalign() {
     // Small power-of-two alignments are fine too.
     for a in [1, 2, 4, 8] {
         let p = aligned_alloc(a, 10);
-        assert!(!p.is_null() && p as usize % 16 == 0);
+        assert!(!p.is_null() && (p as usize).is_multiple_of(16));
         // SAFETY: live block.
         unsafe { free(p) };
     }
@@ -376,7 +376,10 @@ fn aligned_alloc_and_memalign() {
     }
     for a in [0, 1, 16, 64, 4096, 1 << 20] {
         let p = memalign(a, 5000);
-        assert!(!p.is_null() && p as usize % a.max(16) == 0, "memalign({a})");
+        assert!(
+            !p.is_null() && (p as usize).is_multiple_of(a.max(16)),
+            "memalign({a})"
+        );
         // SAFETY: live block.
         unsafe { free(p) };
     }
@@ -398,8 +401,8 @@ fn valloc_and_pvalloc_are_page_aligned() {
         assert!(!q.is_null(), "pvalloc({n})");
         assert_eq!(q as usize % PAGE, 0, "pvalloc({n}) not page-aligned");
         let whole = n.max(1).div_ceil(PAGE) * PAGE;
-        // SAFETY: live block.
         assert!(
+            // SAFETY: live block.
             unsafe { usable(q) } >= whole,
             "pvalloc({n}) not whole pages"
         );
@@ -479,8 +482,8 @@ fn realloc_preserves_contents_across_classes() {
             assert_eq!(q as usize % 16, 0);
             // SAFETY: live block.
             assert!(unsafe { usable(q) } >= m, "realloc({n} -> {m}) too small");
-            // SAFETY: q holds min(n, m) bytes of the old contents.
             assert!(
+                // SAFETY: q holds min(n, m) bytes of the old contents.
                 unsafe { check(q, n.min(m), seed) },
                 "realloc({n} -> {m}) lost contents"
             );
@@ -588,11 +591,8 @@ fn foreign_pointers_go_to_glibc() {
         // SAFETY: live glibc block; hakmem hands it to glibc.
         let u = unsafe { usable(p) };
         // SAFETY: as above, glibc's own answer.
-        assert_eq!(
-            u,
-            unsafe { (g.usable)(p.cast()) },
-            "usable size of glibc block ({n})"
-        );
+        let theirs = unsafe { (g.usable)(p.cast()) };
+        assert_eq!(u, theirs, "usable size of glibc block ({n})");
         assert!(u >= n);
         // SAFETY: live glibc block.
         unsafe { free(p) };
@@ -605,8 +605,8 @@ fn foreign_pointers_go_to_glibc() {
         // SAFETY: live glibc block.
         let q = unsafe { realloc(p, n * 2 + 10) };
         assert!(!q.is_null());
-        // SAFETY: the first n bytes were kept.
         assert!(
+            // SAFETY: the first n bytes were kept.
             unsafe { check(q, n, 3) },
             "realloc of glibc block lost contents"
         );
@@ -632,7 +632,7 @@ fn foreign_pointers_go_to_glibc() {
         for &n in &[1usize, 4096, 100_000] {
             // SAFETY: glibc's memalign.
             let p: *mut u8 = unsafe { (g.memalign)(a, n) }.cast();
-            assert!(!p.is_null() && p as usize % a == 0);
+            assert!(!p.is_null() && (p as usize).is_multiple_of(a));
             assert!(
                 !hakmem::owns(p),
                 "hakmem claims glibc's aligned block {p:p}"

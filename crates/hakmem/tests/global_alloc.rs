@@ -127,8 +127,8 @@ unsafe fn exercise(l: Layout, grow: usize, pat: &[u8]) {
     // SAFETY: q is live with layout lg (or null).
     unsafe { check_block(q, lg, "realloc grow") };
     let keep = n.min(grow);
-    // SAFETY: q has at least `keep` bytes.
     assert!(
+        // SAFETY: q has at least `keep` bytes.
         unsafe { same(q, &w[..keep]) },
         "realloc {l:?} -> {grow} lost contents"
     );
@@ -143,8 +143,8 @@ unsafe fn exercise(l: Layout, grow: usize, pat: &[u8]) {
     let ls = Layout::from_size_align(small, l.align()).unwrap();
     // SAFETY: r is live with layout ls (or null).
     unsafe { check_block(r, ls, "realloc shrink") };
-    // SAFETY: r has `small` bytes.
     assert!(
+        // SAFETY: r has `small` bytes.
         unsafe { same(r, &w2[..small]) },
         "realloc {lg:?} -> {small} lost contents"
     );
@@ -317,8 +317,8 @@ fn realloc_across_classes_keeps_alignment() {
             // SAFETY: q live with layout nl.
             unsafe { check_block(q, nl, "realloc walk") };
             let keep = filled.min(n);
-            // SAFETY: q has >= keep bytes.
             assert!(
+                // SAFETY: q has >= keep bytes.
                 unsafe { same(q, &pat[..keep]) },
                 "realloc walk align {align} -> {n}: contents lost"
             );

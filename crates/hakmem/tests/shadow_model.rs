@@ -138,8 +138,8 @@ impl Model {
     /// Removes block `i` after checking its contents; returns it.
     fn take(&mut self, i: usize, what: &str) -> Block {
         let b = self.live.swap_remove(i);
-        // SAFETY: a live block of b.size bytes.
         assert!(
+            // SAFETY: a live block of b.size bytes.
             unsafe { uniform(b.p, b.size, b.fill) },
             "{what}: block {:p} ({} bytes, fill {:#x}) corrupted",
             b.p,
@@ -155,8 +155,8 @@ impl Model {
     fn readd(&mut self, old: &Block, q: *mut u8, size: usize, align: usize, what: &str) {
         let keep = old.size.min(size);
         assert!(!q.is_null(), "{what}({} -> {size}): NULL", old.size);
-        // SAFETY: q is live and holds at least `keep` bytes.
         assert!(
+            // SAFETY: q is live and holds at least `keep` bytes.
             unsafe { uniform(q, keep, old.fill) },
             "{what}({} -> {size}): contents lost (fill {:#x})",
             old.size,

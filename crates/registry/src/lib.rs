@@ -185,10 +185,8 @@ impl Registry {
         }
         debug_assert!(addr >= base);
         // SAFETY: `base != 0` checked above.
-        Some(Region {
-            base: unsafe { NonNull::new_unchecked(base as *mut u8) },
-            end,
-        })
+        let base = unsafe { NonNull::new_unchecked(base as *mut u8) };
+        Some(Region { base, end })
     }
 
     fn leaf_for(&self, g: usize, src: &impl LeafSource) -> Result<*mut Leaf, RegisterError> {
@@ -198,7 +196,7 @@ impl Registry {
             return Ok(cur);
         }
         let fresh = src.alloc_leaf().ok_or(RegisterError::NoLeafMemory)?;
-        debug_assert!(fresh.as_ptr() as usize % 64 == 0);
+        debug_assert!((fresh.as_ptr() as usize).is_multiple_of(64));
         let fresh = fresh.as_ptr().cast::<Leaf>();
         // Zeroed memory is an empty leaf for core atomics, but loom's atomics
         // are handles into the model's state and must be constructed.
@@ -232,7 +230,7 @@ impl Registry {
         len: usize,
         src: &impl LeafSource,
     ) -> Result<(), RegisterError> {
-        if base == 0 || base % GRANULE != 0 || len == 0 {
+        if base == 0 || !base.is_multiple_of(GRANULE) || len == 0 {
             return Err(RegisterError::Misaligned);
         }
         let end = base.checked_add(len).ok_or(RegisterError::OutOfRange)?;

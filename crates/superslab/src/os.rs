@@ -31,7 +31,7 @@ pub fn map(len: usize) -> Option<NonNull<u8>> {
 /// Maps `len` bytes aligned to `align` (a power of two >= PAGE) by mapping
 /// `len + align` and trimming both ends. Fresh memory is zero.
 pub fn map_aligned(len: usize, align: usize) -> Option<NonNull<u8>> {
-    debug_assert!(align.is_power_of_two() && align >= PAGE && len % PAGE == 0);
+    debug_assert!(align.is_power_of_two() && align >= PAGE && len.is_multiple_of(PAGE));
     let over = len.checked_add(align)?;
     let raw = map(over)?.as_ptr() as usize;
     let start = (raw + align - 1) & !(align - 1);

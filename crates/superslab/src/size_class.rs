@@ -152,7 +152,10 @@ const _: () = {
     let mut c = 0;
     while c < NUM_CLASSES {
         let l = TABLE[c];
-        assert!(l.stride % 16 == 0, "every block must be 16-aligned");
+        assert!(
+            l.stride.is_multiple_of(16),
+            "every block must be 16-aligned"
+        );
         assert!(l.capacity >= 4, "a slab holds at least four blocks");
         assert!(l.capacity as usize * l.stride as usize <= l.kind.slab_size());
         assert!(l.capacity <= u16::MAX as u32);

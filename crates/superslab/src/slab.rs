@@ -127,23 +127,25 @@ pub enum BadPointer {
 impl Slab {
     /// A slab with no class and no memory: every pop misses. Used by the
     /// empty-heap sentinel, so the fast path needs no "initialised?" test.
-    pub const EMPTY: Slab = Slab {
-        free: UnsafeCell::new(ptr::null_mut()),
-        used: UnsafeCell::new(0),
-        bump: UnsafeCell::new(0),
-        bump_end: UnsafeCell::new(0),
-        heap_next: UnsafeCell::new(ptr::null_mut()),
-        heap_prev: UnsafeCell::new(ptr::null_mut()),
-        _pad0: [0; 2],
-        stride: AtomicU32::new(0),
-        span: AtomicU32::new(0),
-        class: AtomicU32::new(0),
-        magic: AtomicU64::new(0),
-        base: AtomicUsize::new(0),
-        _pad1: [0; 4],
-        remote: RemoteQueue::new(),
-        pool_next: UnsafeCell::new(ptr::null_mut()),
-    };
+    pub const fn empty() -> Slab {
+        Slab {
+            free: UnsafeCell::new(ptr::null_mut()),
+            used: UnsafeCell::new(0),
+            bump: UnsafeCell::new(0),
+            bump_end: UnsafeCell::new(0),
+            heap_next: UnsafeCell::new(ptr::null_mut()),
+            heap_prev: UnsafeCell::new(ptr::null_mut()),
+            _pad0: [0; 2],
+            stride: AtomicU32::new(0),
+            span: AtomicU32::new(0),
+            class: AtomicU32::new(0),
+            magic: AtomicU64::new(0),
+            base: AtomicUsize::new(0),
+            _pad1: [0; 4],
+            remote: RemoteQueue::new(),
+            pool_next: UnsafeCell::new(ptr::null_mut()),
+        }
+    }
 
     pub(crate) fn set_base(&self, base: usize) {
         self.base.store(base, Relaxed);
