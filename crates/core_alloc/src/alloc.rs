@@ -19,6 +19,15 @@ pub enum FreeError {
     NoBlockHere,
 }
 
+impl From<superslab::BadPointer> for FreeError {
+    fn from(e: superslab::BadPointer) -> Self {
+        match e {
+            superslab::BadPointer::NotBlockStart => Self::NotBlockStart,
+            superslab::BadPointer::SlabUnused => Self::NoBlockHere,
+        }
+    }
+}
+
 impl FreeError {
     /// A short fixed description, usable without allocating.
     pub const fn as_str(self) -> &'static str {
@@ -149,10 +158,7 @@ pub fn free(region: Region, p: UserPtr) -> Result<(), FreeError> {
             // SAFETY: a live segment's base, per the registry.
             let seg = unsafe { Segment::from_base(region.base()) };
             let s = seg.slab_of(p.addr());
-            let b = s.block_of(p).map_err(|e| match e {
-                superslab::BadPointer::NotBlockStart => FreeError::NotBlockStart,
-                superslab::BadPointer::SlabUnused => FreeError::NoBlockHere,
-            })?;
+            let b = s.block_of(p).map_err(FreeError::from)?;
             let heap = heap::current();
             if s.remote.is_owned_by(heap.id) {
                 let tok = heap.token(s);
@@ -222,7 +228,7 @@ pub fn usable_size(region: Region, p: UserPtr) -> Result<usize, FreeError> {
         RegionKind::Segment => {
             // SAFETY: as in `free`.
             let s = unsafe { Segment::from_base(region.base()) }.slab_of(p.addr());
-            s.block_of(p).map_err(|_| FreeError::NotBlockStart)?;
+            s.block_of(p).map_err(FreeError::from)?;
             Ok(s.stride())
         }
         RegionKind::Large => {

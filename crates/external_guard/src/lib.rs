@@ -73,7 +73,7 @@ fn fn_addr(slot: &AtomicUsize) -> usize {
 #[cold]
 fn missing() -> ! {
     const MSG: &[u8] =
-        b"hakmem: a pointer hakmem does not own was freed, and glibc's allocator cannot be found\n";
+        b"hakmem: a pointer hakmem does not own was passed to free/realloc/malloc_usable_size, and glibc's allocator cannot be found\n";
     // SAFETY: valid buffer; abort has no preconditions.
     unsafe {
         libc::write(2, MSG.as_ptr().cast(), MSG.len());

@@ -239,7 +239,13 @@ impl Registry {
         }
         let (first, last) = (base >> GRANULE_SHIFT, (end - 1) >> GRANULE_SHIFT);
         for g in first..=last {
-            let leaf = self.leaf_for(g, src)?;
+            let leaf = match self.leaf_for(g, src) {
+                Ok(l) => l,
+                Err(e) => {
+                    self.clear(first, g);
+                    return Err(e);
+                }
+            };
             // SAFETY: published leaf, masked index.
             let e = unsafe { &(*leaf).entries[g & (LEAF_LEN - 1)] };
             if e.base.load(Ordering::Relaxed) != 0 {

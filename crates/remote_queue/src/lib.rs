@@ -86,6 +86,12 @@ pub struct OwnerToken<'q> {
 }
 
 impl OwnerToken<'_> {
+    /// True if this token was issued by `q` (for debug assertions: a token
+    /// proves ownership of one particular queue).
+    pub fn is_for(&self, q: &RemoteQueue) -> bool {
+        ptr::eq(self.queue, q)
+    }
+
     /// The owner id this token was issued for.
     pub fn id(&self) -> usize {
         self.id

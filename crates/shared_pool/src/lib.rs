@@ -15,7 +15,8 @@
 //! Concurrency: one spin lock ([`SpinLock`]) guards the lists. It is taken on
 //! slow paths only (a heap's slab refill or return, a thread's exit, a woken
 //! slab, a large block), never while calling anything that could allocate.
-//! Lock order, for `fork`: core_alloc's heap lock, then this pool lock.
+//! Lock order, for `fork`: core_alloc's fallback-heap lock, then its heap-list
+//! lock, then this pool lock.
 #![cfg_attr(not(test), no_std)]
 
 use core::cell::UnsafeCell;

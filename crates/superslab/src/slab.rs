@@ -71,6 +71,9 @@ static_assertions::const_assert!(core::mem::size_of::<Slab>() == 192);
 /// Exact "is `off` a multiple of `stride`?" for `off < 2^32` with one
 /// multiply and a rotate: write `stride = odd << shift`; then `off` is a
 /// multiple iff `rotr(off * odd⁻¹ mod 2^32, shift) <= (2^32 - 1) / stride`.
+/// Packed, the limit is capped at `0xffff`; that stays exact for offsets
+/// below a slab's span, whose multiples are `k * stride` with
+/// `k < capacity <= 0xffff` (checked at compile time in `size_class`).
 #[derive(Clone, Copy, Debug)]
 pub struct DivMagic {
     inv: u32,
@@ -97,7 +100,14 @@ impl DivMagic {
         }
     }
     const fn pack(self) -> u64 {
-        self.inv as u64 | (self.shift as u64) << 32 | (self.limit as u64 & 0xffff) << 40
+        self.inv as u64
+            | (self.shift as u64) << 32
+            | (if self.limit > 0xffff {
+                0xffff
+            } else {
+                self.limit
+            } as u64)
+                << 40
     }
     #[inline(always)]
     fn is_multiple_packed(m: u64, off: u32) -> bool {
@@ -171,7 +181,7 @@ impl Slab {
     /// The caller owns the slab and it holds no blocks (`used == 0`, nothing in
     /// `remote`).
     pub fn format(&self, tok: &OwnerToken<'_>, class: usize) {
-        let _ = tok;
+        debug_assert!(tok.is_for(&self.remote));
         let l = CLASSES[class];
         let base = self.base.load(Relaxed);
         debug_assert!(base != 0 && !self.remote.has_pending());
@@ -189,11 +199,11 @@ impl Slab {
         self.class.store(class as u32 + 1, Relaxed);
     }
 
-    /// Pops a free block. The allocation fast path: a load, a test, a load of
-    /// the block's link, two stores.
+    /// Pops a free block. The allocation fast path: load `free`, test, load
+    /// the block's link, store it, increment `used`.
     #[inline(always)]
     pub fn pop(&self, tok: &OwnerToken<'_>) -> Option<BlockPtr> {
-        let _ = tok;
+        debug_assert!(tok.is_for(&self.remote));
         // SAFETY: owner-only fields; `free` links only blocks of this slab.
         unsafe {
             let b = *self.free.get();
@@ -210,7 +220,7 @@ impl Slab {
     /// empty (`used == 0`).
     #[inline(always)]
     pub fn push_local(&self, tok: &OwnerToken<'_>, b: BlockPtr) -> bool {
-        let _ = tok;
+        debug_assert!(tok.is_for(&self.remote));
         let n = b.as_node().as_ptr();
         // SAFETY: owner-only fields; `b` is a block start of this slab that the
         // program gave back, so we may overwrite its first word.
@@ -280,7 +290,7 @@ impl Slab {
     /// Blocks the program holds (plus any not yet collected from `remote`).
     #[inline]
     pub fn used(&self, tok: &OwnerToken<'_>) -> u32 {
-        let _ = tok;
+        debug_assert!(tok.is_for(&self.remote));
         // SAFETY: owner-only field.
         unsafe { *self.used.get() }
     }
@@ -288,7 +298,7 @@ impl Slab {
     /// True if the local free list has a block.
     #[inline]
     pub fn has_free(&self, tok: &OwnerToken<'_>) -> bool {
-        let _ = tok;
+        debug_assert!(tok.is_for(&self.remote));
         // SAFETY: owner-only fields.
         unsafe { !(*self.free.get()).is_null() || *self.bump.get() < *self.bump_end.get() }
     }
