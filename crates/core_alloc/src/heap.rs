@@ -68,16 +68,92 @@ const DEAD_ID: usize = 2;
 static NEW: SyncHeap = SyncHeap(sentinel(NEW_ID));
 static DEAD: SyncHeap = SyncHeap(sentinel(DEAD_ID));
 
-std::thread_local! {
-    static HEAP: Cell<*const Heap> = const { Cell::new(&NEW.0 as *const Heap) };
+/// The thread's heap pointer lives in one 8-byte thread-local slot.
+///
+/// On x86-64 Linux the slot is declared in assembly in `.tbss` and read with
+/// the initial-exec model: two instructions (`mov` from the GOT, `mov` from
+/// `%fs`), where a Rust `thread_local!` in a cdylib costs a call to
+/// `__tls_get_addr` (general-dynamic model; stable Rust has no switch). Zero-
+/// initialised TLS cannot hold the sentinel's address, so the slot stores
+/// `heap XOR &NEW`: zero decodes to the `NEW` sentinel, with no branch.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod slot {
+    core::arch::global_asm!(
+        ".pushsection .tbss,\"awT\",@nobits",
+        ".p2align 3",
+        ".globl __hakmem_tls_heap",
+        ".hidden __hakmem_tls_heap",
+        ".type __hakmem_tls_heap,@object",
+        ".size __hakmem_tls_heap,8",
+        "__hakmem_tls_heap:",
+        ".zero 8",
+        ".popsection",
+    );
+
+    #[inline(always)]
+    pub(super) fn get() -> usize {
+        let v: usize;
+        // SAFETY: reads this thread's own 8-byte slot (initial-exec TLS); no
+        // other memory is touched.
+        unsafe {
+            core::arch::asm!(
+                "mov {t}, qword ptr [rip + __hakmem_tls_heap@GOTTPOFF]",
+                "mov {v}, qword ptr fs:[{t}]",
+                t = out(reg) _,
+                v = lateout(reg) v,
+                options(nostack, readonly, preserves_flags, pure)
+            )
+        };
+        v
+    }
+
+    #[inline(always)]
+    pub(super) fn set(v: usize) {
+        // SAFETY: writes this thread's own 8-byte slot.
+        unsafe {
+            core::arch::asm!(
+                "mov {t}, qword ptr [rip + __hakmem_tls_heap@GOTTPOFF]",
+                "mov qword ptr fs:[{t}], {v}",
+                t = out(reg) _,
+                v = in(reg) v,
+                options(nostack, preserves_flags)
+            )
+        };
+    }
 }
 
-/// The calling thread's heap (possibly a sentinel). One TLS load.
+/// Portable fallback: a const-initialised `thread_local!` without `Drop`.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+mod slot {
+    use core::cell::Cell;
+    std::thread_local! {
+        static SLOT: Cell<usize> = const { Cell::new(0) };
+    }
+    #[inline(always)]
+    pub(super) fn get() -> usize {
+        SLOT.get()
+    }
+    #[inline(always)]
+    pub(super) fn set(v: usize) {
+        SLOT.set(v)
+    }
+}
+
+#[inline(always)]
+fn new_addr() -> usize {
+    &NEW.0 as *const Heap as usize
+}
+
+/// The calling thread's heap (possibly a sentinel). One TLS load and an XOR.
 #[inline(always)]
 pub(crate) fn current() -> &'static Heap {
-    // SAFETY: HEAP always points at a sentinel static or a live heap, and
+    // SAFETY: the slot always encodes a sentinel static or a live heap, and
     // heaps are never unmapped.
-    unsafe { &*HEAP.get() }
+    unsafe { &*((slot::get() ^ new_addr()) as *const Heap) }
+}
+
+fn set_current(h: &'static Heap) {
+    slot::set(h as *const Heap as usize ^ new_addr());
 }
 
 impl Heap {
@@ -309,7 +385,7 @@ pub fn init_thread_key() -> Option<libc::pthread_key_t> {
 pub(crate) fn thread_init() -> Option<&'static Heap> {
     let key = init_thread_key()?;
     let heap = alloc_heap()?;
-    HEAP.set(heap);
+    set_current(heap);
     // SAFETY: valid key; the value is our heap, passed back to thread_exit.
     unsafe { libc::pthread_setspecific(key, heap as *const Heap as *const libc::c_void) };
     // After HEAP is set: registering may call malloc, which now finds a heap.
@@ -321,7 +397,7 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     // SAFETY: the key's value is always the heap set in thread_init.
     let heap: &'static Heap = unsafe { &*(arg as *const Heap) };
     // From here on this thread allocates through the fallback heap.
-    HEAP.set(&DEAD.0);
+    set_current(&DEAD.0);
     heap.release_all();
     recycle_heap(heap);
 }
