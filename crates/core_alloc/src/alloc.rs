@@ -7,7 +7,8 @@ use registry::Region;
 use remote_queue::Push;
 use superslab::size_class::{stride, LUT_MAX};
 use superslab::{
-    class_of, region_kind, LargeRegion, RegionKind, Segment, Slab, UserPtr, MEDIUM_MAX, NUM_CLASSES,
+    class_of, region_kind, LargeRegion, RegionKind, Segment, Slab, UserPtr, MEDIUM_MAX,
+    NUM_CLASSES, TAG_LARGE,
 };
 
 /// Why a pointer given back to hakmem is not one hakmem handed out.
@@ -152,26 +153,28 @@ pub fn aligned(align: usize, size: usize) -> Option<UserPtr> {
 /// region; `p` itself is still validated as a block start.
 #[inline(always)]
 pub fn free(region: Region, p: UserPtr) -> Result<(), FreeError> {
-    // SAFETY: the registry only knows live regions created by superslab.
-    match unsafe { region_kind(region.base()) } {
-        RegionKind::Segment => {
-            // SAFETY: a live segment's base, per the registry.
-            let seg = unsafe { Segment::from_base(region.base()) };
-            let s = seg.slab_of(p.addr());
-            let b = s.block_of(p).map_err(FreeError::from)?;
-            let heap = heap::current();
-            if s.remote.is_owned_by(heap.id) {
-                let tok = heap.token(s);
-                if s.push_local(&tok, b) {
-                    slab_emptied(heap, s, tok);
-                }
-            } else if s.push_remote(b) == Push::Woke {
-                adopt_woken(heap, s);
-            }
-            Ok(())
-        }
-        RegionKind::Large => free_large(region, p),
+    let tag = region.tag();
+    if tag == TAG_LARGE {
+        return free_large(region, p);
     }
+    // SAFETY: the registry only knows live regions created by superslab.
+    debug_assert_eq!(unsafe { region_kind(region.base()) }, RegionKind::Segment);
+    // SAFETY: the registry proves `p` lies in a live segment whose tag is its
+    // slab shift; no header read is needed to find the slab.
+    let s = unsafe { Segment::slab_at(region.base(), p.addr(), tag) };
+    let b = s.block_of(p).map_err(FreeError::from)?;
+    let heap = heap::current();
+    if s.remote.is_owned_by(heap.id) {
+        let tok = heap.token(s);
+        // An emptied slab at the head of its bin stays (it is the one being
+        // allocated from); only others go back to the pool.
+        if s.push_local(&tok, b) && !heap.is_head(s) {
+            slab_emptied(heap, s, tok);
+        }
+    } else if s.push_remote(b) == Push::Woke {
+        adopt_woken(heap, s);
+    }
+    Ok(())
 }
 
 /// We brought a detached (full) slab back to life: it is on no list and has

@@ -51,6 +51,7 @@ pub struct Heap {
     next_free: Cell<*mut Heap>,
 }
 
+#[repr(transparent)]
 struct SyncHeap(Heap);
 // SAFETY: the sentinels are never written: their bins all point at
 // EMPTY_SLAB, so every allocation misses and switches heaps first.
@@ -73,21 +74,22 @@ static DEAD: SyncHeap = SyncHeap(sentinel(DEAD_ID));
 /// On x86-64 Linux the slot is declared in assembly in `.tbss` and read with
 /// the initial-exec model: two instructions (`mov` from the GOT, `mov` from
 /// `%fs`), where a Rust `thread_local!` in a cdylib costs a call to
-/// `__tls_get_addr` (general-dynamic model; stable Rust has no switch). Zero-
-/// initialised TLS cannot hold the sentinel's address, so the slot stores
-/// `heap XOR &NEW`: zero decodes to the `NEW` sentinel, with no branch.
+/// `__tls_get_addr` (general-dynamic model; stable Rust has no switch). The
+/// slot's initial value (in `.tdata`) is the `NEW` sentinel's address, so
+/// the fast path needs no "set up yet?" test.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod slot {
     core::arch::global_asm!(
-        ".pushsection .tbss,\"awT\",@nobits",
+        ".pushsection .tdata,\"awT\",@progbits",
         ".p2align 3",
         ".globl __hakmem_tls_heap",
         ".hidden __hakmem_tls_heap",
         ".type __hakmem_tls_heap,@object",
         ".size __hakmem_tls_heap,8",
         "__hakmem_tls_heap:",
-        ".zero 8",
+        ".quad {new}",
         ".popsection",
+        new = sym super::NEW,
     );
 
     #[inline(always)]
@@ -127,7 +129,7 @@ mod slot {
 mod slot {
     use core::cell::Cell;
     std::thread_local! {
-        static SLOT: Cell<usize> = const { Cell::new(0) };
+        static SLOT: Cell<usize> = const { Cell::new(&super::NEW.0 as *const super::Heap as usize) };
     }
     #[inline(always)]
     pub(super) fn get() -> usize {
@@ -139,21 +141,16 @@ mod slot {
     }
 }
 
-#[inline(always)]
-fn new_addr() -> usize {
-    &NEW.0 as *const Heap as usize
-}
-
-/// The calling thread's heap (possibly a sentinel). One TLS load and an XOR.
+/// The calling thread's heap (possibly a sentinel). One TLS load.
 #[inline(always)]
 pub(crate) fn current() -> &'static Heap {
-    // SAFETY: the slot always encodes a sentinel static or a live heap, and
+    // SAFETY: the slot always holds a sentinel static or a live heap, and
     // heaps are never unmapped.
-    unsafe { &*((slot::get() ^ new_addr()) as *const Heap) }
+    unsafe { &*(slot::get() as *const Heap) }
 }
 
 fn set_current(h: &'static Heap) {
-    slot::set(h as *const Heap as usize ^ new_addr());
+    slot::set(h as *const Heap as usize);
 }
 
 impl Heap {
@@ -243,6 +240,13 @@ impl Heap {
             *prev_l.get() = ptr::null_mut();
             *next_l.get() = ptr::null_mut();
         }
+    }
+
+    /// True if `s` heads its class list (its `prev` link is null). Owner only.
+    #[inline(always)]
+    pub(crate) fn is_head(&self, s: &Slab) -> bool {
+        // SAFETY: we own `s`.
+        unsafe { (*s.heap_links().0.get()).is_null() }
     }
 
     /// True if `s` is the only slab on its class list.

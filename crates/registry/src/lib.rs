@@ -18,7 +18,7 @@
 //! takes a `Region` knows the address was proven to be hakmem's:
 //!
 //! ```compile_fail
-//! let forged = registry::Region { base: core::ptr::NonNull::dangling(), end: 0 };
+//! let forged = registry::Region { word: core::ptr::NonNull::dangling(), end: 0 };
 //! ```
 #![cfg_attr(not(any(test, loom)), no_std)]
 
@@ -105,7 +105,9 @@ impl RegisterError {
 /// Proof that an address lay inside a registered region when it was looked up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Region {
-    base: NonNull<u8>,
+    /// Base | tag (bases are granule-aligned). Two words, so a `Region` is
+    /// passed in registers.
+    word: NonNull<u8>,
     end: usize,
 }
 
@@ -113,12 +115,20 @@ impl Region {
     /// The region's first byte (granule-aligned).
     #[inline]
     pub fn base(self) -> NonNull<u8> {
-        self.base
+        let b = (self.word.as_ptr() as usize & !(GRANULE - 1)) as *mut u8;
+        // SAFETY: registered bases are non-null granule multiples.
+        unsafe { NonNull::new_unchecked(b) }
     }
     /// One past the region's last byte.
     #[inline]
     pub fn end(self) -> usize {
         self.end
+    }
+    /// The tag given at registration (0 for [`Registry::register`]). Lets the
+    /// caller learn what kind of region it is without reading the region.
+    #[inline(always)]
+    pub fn tag(self) -> u8 {
+        self.word.as_ptr() as usize as u8
     }
 }
 
@@ -175,18 +185,19 @@ impl Registry {
         let e = self.entry(addr)?;
         // Acquire pairs with the Release in `register`: `end` and the region's
         // header are visible once `base` is.
-        let base = e.base.load(Ordering::Acquire);
-        if base == 0 {
+        let word = e.base.load(Ordering::Acquire);
+        if word == 0 {
             return None;
         }
+
         let end = e.end.load(Ordering::Relaxed);
         if addr >= end {
             return None;
         }
-        debug_assert!(addr >= base);
-        // SAFETY: `base != 0` checked above.
-        let base = unsafe { NonNull::new_unchecked(base as *mut u8) };
-        Some(Region { base, end })
+        debug_assert!(addr >= word & !(GRANULE - 1));
+        // SAFETY: `word != 0` checked above.
+        let word = unsafe { NonNull::new_unchecked(word as *mut u8) };
+        Some(Region { word, end })
     }
 
     fn leaf_for(&self, g: usize, src: &impl LeafSource) -> Result<*mut Leaf, RegisterError> {
@@ -230,6 +241,18 @@ impl Registry {
         len: usize,
         src: &impl LeafSource,
     ) -> Result<(), RegisterError> {
+        self.register_tagged(base, len, 0, src)
+    }
+
+    /// As [`register`](Self::register), recording a caller-defined `tag` that
+    /// every lookup in the region returns with it.
+    pub fn register_tagged(
+        &self,
+        base: usize,
+        len: usize,
+        tag: u8,
+        src: &impl LeafSource,
+    ) -> Result<(), RegisterError> {
         if base == 0 || !base.is_multiple_of(GRANULE) || len == 0 {
             return Err(RegisterError::Misaligned);
         }
@@ -253,7 +276,7 @@ impl Registry {
                 return Err(RegisterError::Overlap);
             }
             e.end.store(end, Ordering::Relaxed);
-            e.base.store(base, Ordering::Release);
+            e.base.store(base | tag as usize, Ordering::Release);
         }
         Ok(())
     }
@@ -272,7 +295,7 @@ impl Registry {
     pub fn unregister(&self, base: usize, len: usize) {
         debug_assert!(self
             .lookup(base)
-            .is_some_and(|r| r.base.as_ptr() as usize == base && r.end == base + len));
+            .is_some_and(|r| r.base().as_ptr() as usize == base && r.end == base + len));
         let last = (base + len - 1) >> GRANULE_SHIFT;
         self.clear(base >> GRANULE_SHIFT, last + 1);
     }
@@ -331,6 +354,20 @@ mod tests {
         r.unregister(base, len);
         assert!(r.lookup(base).is_none());
         assert!(r.lookup(base + len - 1).is_none());
+    }
+
+    #[test]
+    fn tags_come_back_with_every_lookup() {
+        let r = Registry::new();
+        let src = Heap(Count::new(0));
+        r.register_tagged(40 * G, G + 10, 19, &src).unwrap();
+        let reg = r.lookup(41 * G + 3).unwrap();
+        assert_eq!(
+            (reg.tag(), reg.base().as_ptr() as usize, reg.end()),
+            (19, 40 * G, 41 * G + 10)
+        );
+        r.register(60 * G, G, &src).unwrap();
+        assert_eq!(r.lookup(60 * G).unwrap().tag(), 0);
     }
 
     #[test]

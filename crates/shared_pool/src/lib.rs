@@ -126,8 +126,8 @@ pub fn lookup(addr: usize) -> Option<Region> {
     REGISTRY.lookup(addr)
 }
 
-fn register(base: usize, len: usize) {
-    if let Err(e) = REGISTRY.register(base, len, &OsLeaves) {
+fn register(base: usize, len: usize, tag: u8) {
+    if let Err(e) = REGISTRY.register_tagged(base, len, tag, &OsLeaves) {
         // Lesson 3: a region we cannot register must not exist silently.
         os::fatal(e.as_str(), base);
     }
@@ -323,7 +323,12 @@ pub fn acquire(class: usize, owner: usize) -> Option<(&'static Slab, Source)> {
         }
         // No slot anywhere: map a segment outside the lock, then retry.
         let seg = Segment::create(kind)?;
-        register(seg.as_ptr() as usize, SEGMENT_SIZE);
+        // SAFETY: freshly created; we only read its shift.
+        register(
+            seg.as_ptr() as usize,
+            SEGMENT_SIZE,
+            unsafe { seg.as_ref() }.tag(),
+        );
         SEGMENTS.fetch_add(1, Ordering::Relaxed);
         let g = Guard::new();
         let l = g.lists();
@@ -457,7 +462,7 @@ pub fn map_large(size: usize, align: usize) -> Option<&'static mut LargeRegion> 
     let h = LargeRegion::create(size, align)?;
     // SAFETY: freshly created, ours alone.
     let r = unsafe { &mut *h.as_ptr() };
-    register(h.as_ptr() as usize, r.map_len());
+    register(h.as_ptr() as usize, r.map_len(), superslab::TAG_LARGE);
     LARGE_REGIONS.fetch_add(1, Ordering::Relaxed);
     LARGE_BYTES.fetch_add(r.map_len(), Ordering::Relaxed);
     Some(r)
@@ -486,7 +491,7 @@ pub unsafe fn resize_large(r: &mut LargeRegion, size: usize) -> bool {
     REGISTRY.unregister(base, old);
     // SAFETY: unregistered for the duration; owned by the caller.
     let ok = unsafe { r.resize_in_place(size) };
-    register(base, r.map_len());
+    register(base, r.map_len(), superslab::TAG_LARGE);
     if ok {
         let new = r.map_len();
         if new >= old {

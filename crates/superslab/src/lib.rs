@@ -22,6 +22,7 @@ pub mod slab;
 pub use ptr::{BlockPtr, UserPtr};
 pub use segment::{
     region_kind, LargeRegion, RegionKind, Segment, SegmentPoolState, SEGMENT_SHIFT, SEGMENT_SIZE,
+    TAG_LARGE,
 };
 pub use size_class::{class_of, ClassLayout, SlabKind, CLASSES, MEDIUM_MAX, NUM_CLASSES};
 pub use slab::{BadPointer, Slab};

@@ -29,6 +29,10 @@ pub enum RegionKind {
     Large = 0x1a49_0002,
 }
 
+/// Registry tag of large regions. A segment's tag is its slab shift (16 or
+/// 19), so a free finds its slab from the registry entry alone.
+pub const TAG_LARGE: u8 = 1;
+
 /// Reads the kind of a registered region.
 ///
 /// # Safety
@@ -121,6 +125,24 @@ impl Segment {
     pub unsafe fn from_base<'a>(base: NonNull<u8>) -> &'a Segment {
         // SAFETY: per the contract.
         unsafe { base.cast::<Segment>().as_ref() }
+    }
+
+    /// The slab holding `addr` in the segment at `base` whose registry tag is
+    /// `shift` (its slab shift): no read of the segment header.
+    ///
+    /// # Safety
+    /// `base` is a live segment's base, `shift` its slab shift, and `addr` lies
+    /// inside the segment.
+    #[inline(always)]
+    pub unsafe fn slab_at<'a>(base: NonNull<u8>, addr: usize, shift: u8) -> &'a Slab {
+        let i = (addr - base.as_ptr() as usize) >> shift;
+        // SAFETY: per the contract the header is live; the index is masked.
+        unsafe { &(*base.as_ptr().cast::<Segment>()).slabs[i & (MAX_SLABS - 1)] }
+    }
+
+    /// The registry tag of this segment (its slab shift).
+    pub fn tag(&self) -> u8 {
+        self.slab_shift as u8
     }
 
     /// Slab kind of this segment.
