@@ -50,6 +50,9 @@ pub fn malloc(size: usize) -> Option<UserPtr> {
 
 #[inline(never)]
 fn malloc_big(size: usize) -> Option<UserPtr> {
+    if size > isize::MAX as usize {
+        return None;
+    }
     if size <= MEDIUM_MAX {
         alloc_class(class_of(size))
     } else {
@@ -87,7 +90,7 @@ fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
         let s = heap.bin(c);
         if !ptr::eq(s, empty_slab()) {
             debug_assert!(
-                s.remote.is_owned_by(heap.id),
+                s.remote.is_owned_by(heap.id()),
                 "heap list holds a slab it does not own"
             );
             let tok = heap.token(s);
@@ -106,7 +109,7 @@ fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
             }
             continue;
         }
-        let (s, _) = shared_pool::acquire(c, heap.id)?;
+        let (s, _) = shared_pool::acquire(c, heap.id())?;
         heap.push_front(c, s);
     }
 }
@@ -164,7 +167,7 @@ pub fn free(region: Region, p: UserPtr) -> Result<(), FreeError> {
     let s = unsafe { Segment::slab_at(region.base(), p.addr(), tag) };
     let b = s.block_of(p).map_err(FreeError::from)?;
     let heap = heap::current();
-    if s.remote.is_owned_by(heap.id) {
+    if s.remote.is_owned_by(heap.id()) {
         let tok = heap.token(s);
         // An emptied slab at the head of its bin stays (it is the one being
         // allocated from); only others go back to the pool.
@@ -194,7 +197,7 @@ fn adopt_woken(heap: &'static Heap, s: &'static Slab) {
     // Nobody else can claim it: only list poppers claim, and it is on no list.
     let tok = s
         .remote
-        .claim(heap.id)
+        .claim(heap.id())
         .unwrap_or_else(|| heap::fatal("woken slab already owned", s as *const _ as usize));
     let _ = tok; // the claim is the point; the caller re-vouches later
     heap.push_second(c, s);

@@ -43,11 +43,8 @@ pub struct Heap {
     /// Per class: the head of the list of owned slabs with (possibly) free
     /// blocks; allocation pops from the head. `EMPTY_SLAB` if none.
     bins: UnsafeCell<[*const Slab; NUM_CLASSES]>,
-    /// Owner id for the slabs' remote queues: the heap's address. The
-    /// sentinels use 1 and 2, which are neither `NO_OWNER` (0) nor any heap's
-    /// (64-aligned) address, so a sentinel thread never mistakes an unowned
-    /// slab for its own.
-    pub(crate) id: usize,
+    /// 0 for a real heap; `NEW_STATE` / `DEAD_STATE` for the sentinels.
+    state: usize,
     next_free: Cell<*mut Heap>,
 }
 
@@ -57,17 +54,17 @@ struct SyncHeap(Heap);
 // EMPTY_SLAB, so every allocation misses and switches heaps first.
 unsafe impl Sync for SyncHeap {}
 
-const fn sentinel(id: usize) -> Heap {
+const fn sentinel(state: usize) -> Heap {
     Heap {
         bins: UnsafeCell::new([&EMPTY_SLAB.0 as *const Slab; NUM_CLASSES]),
-        id,
+        state,
         next_free: Cell::new(ptr::null_mut()),
     }
 }
-const NEW_ID: usize = 1;
-const DEAD_ID: usize = 2;
-static NEW: SyncHeap = SyncHeap(sentinel(NEW_ID));
-static DEAD: SyncHeap = SyncHeap(sentinel(DEAD_ID));
+const NEW_STATE: usize = 1;
+const DEAD_STATE: usize = 2;
+static NEW: SyncHeap = SyncHeap(sentinel(NEW_STATE));
+static DEAD: SyncHeap = SyncHeap(sentinel(DEAD_STATE));
 
 /// The thread's heap pointer lives in one 8-byte thread-local slot.
 ///
@@ -162,17 +159,26 @@ impl Heap {
         unsafe { &*(*self.bins.get())[c] }
     }
 
+    /// Owner id for the slabs' remote queues: the heap's address. Never
+    /// `NO_OWNER` (0); a sentinel's address owns nothing, since sentinels
+    /// never take slabs, so a sentinel thread never mistakes an unowned slab
+    /// for its own. Using the address saves a load on every free.
+    #[inline(always)]
+    pub(crate) fn id(&self) -> usize {
+        self as *const Self as usize
+    }
+
     #[inline(always)]
     pub(crate) fn is_sentinel(&self) -> bool {
-        self.id <= DEAD_ID
+        self.state != 0
     }
 
     /// The owner token of a slab on this heap's lists (or EMPTY_SLAB).
     #[inline(always)]
     pub(crate) fn token<'s>(&self, s: &'s Slab) -> OwnerToken<'s> {
-        // SAFETY: slabs on our lists are owned by `self.id`; EMPTY_SLAB is
+        // SAFETY: slabs on our lists are owned by `self.id()`; EMPTY_SLAB is
         // never mutated by any token operation (all of them miss on it).
-        unsafe { s.remote.assume_owned(self.id) }
+        unsafe { s.remote.assume_owned(self.id()) }
     }
 
     fn set_bin(&self, c: usize, s: *const Slab) {
@@ -182,7 +188,7 @@ impl Heap {
 
     /// Links an owned slab at the head of class `c`.
     pub(crate) fn push_front(&self, c: usize, s: &Slab) {
-        debug_assert!(s.remote.is_owned_by(self.id));
+        debug_assert!(s.remote.is_owned_by(self.id()));
         let head = self.bin(c) as *const Slab;
         let next = if head == empty_slab() {
             ptr::null_mut()
@@ -208,7 +214,7 @@ impl Heap {
         if ptr::eq(head, empty_slab()) {
             return self.push_front(c, s);
         }
-        debug_assert!(s.remote.is_owned_by(self.id));
+        debug_assert!(s.remote.is_owned_by(self.id()));
         // SAFETY: we own `s`, `head` and head's successor.
         unsafe {
             let next = *head.heap_links().1.get();
@@ -328,7 +334,6 @@ fn alloc_heap() -> Option<&'static Heap> {
     LIVE_HEAPS.fetch_add(1, Ordering::Relaxed);
     // SAFETY: `h` is a valid heap that no thread uses.
     let heap = unsafe { &mut *h };
-    heap.id = h as usize;
     heap.next_free.set(ptr::null_mut());
     for c in 0..NUM_CLASSES {
         heap.set_bin(c, empty_slab());
@@ -409,7 +414,7 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
 /// True if the thread's heap has been torn down.
 #[inline]
 pub(crate) fn is_dead(h: &Heap) -> bool {
-    h.id == DEAD_ID
+    h.state == DEAD_STATE
 }
 
 // ---- the fallback heap, for threads past their teardown ----

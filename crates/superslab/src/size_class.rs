@@ -131,7 +131,15 @@ static LUT: [u8; LUT_MAX / 16 + 1] = build_lut();
 pub fn class_of(size: usize) -> usize {
     debug_assert!(size <= MEDIUM_MAX);
     if size <= LUT_MAX {
-        LUT[(size + 15) >> 4] as usize
+        let c = LUT[(size + 15) >> 4] as usize;
+        // Tell the compiler what the table guarantees, so callers index
+        // per-class arrays without a bounds check.
+        if c >= NUM_CLASSES {
+            // SAFETY: unreachable: every LUT entry is class_of_slow(..) < NUM_CLASSES
+            // (checked at compile time below).
+            unsafe { core::hint::unreachable_unchecked() }
+        }
+        c
     } else {
         class_of_slow(size)
     }
@@ -148,6 +156,14 @@ const_assert!(stride_of(NUM_CLASSES - 1) == MEDIUM_MAX);
 const_assert!(class_of_slow(MEDIUM_MAX) == NUM_CLASSES - 1);
 const_assert!(TABLE[0].stride as usize >= core::mem::size_of::<usize>()); // holds a link
 const_assert!(TABLE[7].stride == 128 && TABLE[8].stride == 160);
+const _: () = {
+    let lut = build_lut();
+    let mut i = 0;
+    while i < lut.len() {
+        assert!((lut[i] as usize) < NUM_CLASSES);
+        i += 1;
+    }
+};
 const _: () = {
     let mut c = 0;
     while c < NUM_CLASSES {
