@@ -61,11 +61,14 @@ pub enum Push {
 
 /// A multi-producer, single-consumer return queue with an ownership word.
 ///
-/// Two words. Place it on a cache line apart from the owner's hot fields.
+/// Two words: `owner` (read on every free, written rarely) then `head`
+/// (written by every remote free). A container can place the queue so that
+/// the two fall on different cache lines (offset `64k - 8`), keeping the
+/// owner word with other read-mostly data.
 #[repr(C)]
 pub struct RemoteQueue {
-    head: AtomicUsize,
     owner: AtomicUsize,
+    head: AtomicUsize,
 }
 
 // SAFETY: all shared state is atomic; nodes are only dereferenced by the pusher

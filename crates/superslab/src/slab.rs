@@ -33,9 +33,10 @@ const CARVE_BATCH_BYTES: usize = 16 * 1024;
 /// Metadata of one slab. Lives in its segment's header, never in the slab.
 ///
 /// Three cache lines, by who writes them: the owner's hot fields; fields
-/// written only when the slab is given a class (read by every free to
-/// validate the pointer, so they must not share a line with what the owner
-/// writes on every pop/push); and the remote queue, written by other threads.
+/// written only when the slab is given a class or changes owner (read by every
+/// free to validate the pointer and test ownership, so they must not share a
+/// line with what the owner writes on every pop/push); and the remote queue's
+/// head, written by other threads.
 #[repr(C, align(64))]
 pub struct Slab {
     // ---- line 0: owner-only, hot ----
@@ -57,15 +58,16 @@ pub struct Slab {
     magic: AtomicU64,
     /// First byte of the slab's blocks (set when the segment is created).
     base: AtomicUsize,
-    _pad1: [u64; 4],
-    // ---- line 2: cross-thread ----
-    /// Frees from other threads, and the ownership word.
+    _pad1: [u64; 3],
+    /// Frees from other threads (its `head` word starts line 2), and the
+    /// ownership word (the last word of this read-mostly line).
     pub remote: RemoteQueue,
+    // ---- line 2: cross-thread: the queue's head, then the pool link ----
     pool_next: UnsafeCell<*mut Slab>,
 }
 
 static_assertions::const_assert_eq!(core::mem::offset_of!(Slab, stride), 64);
-static_assertions::const_assert_eq!(core::mem::offset_of!(Slab, remote), 128);
+static_assertions::const_assert_eq!(core::mem::offset_of!(Slab, remote), 120);
 static_assertions::const_assert!(core::mem::size_of::<Slab>() == 192);
 
 /// Exact "is `off` a multiple of `stride`?" for `off < 2^32` with one
@@ -151,7 +153,7 @@ impl Slab {
             class: AtomicU32::new(0),
             magic: AtomicU64::new(0),
             base: AtomicUsize::new(0),
-            _pad1: [0; 4],
+            _pad1: [0; 3],
             remote: RemoteQueue::new(),
             pool_next: UnsafeCell::new(ptr::null_mut()),
         }
