@@ -2,13 +2,13 @@
 //! blocks mapped directly, plus realloc, aligned allocation and usable size.
 
 use crate::heap::{self, empty_slab, Heap};
-use core::ptr;
+use core::ptr::{self, NonNull};
 use registry::Region;
-use remote_queue::Push;
+use remote_queue::{Node, Push};
 use superslab::size_class::{stride, LUT_MAX};
 use superslab::{
-    class_of, region_kind, LargeRegion, RegionKind, Segment, Slab, UserPtr, MEDIUM_MAX,
-    NUM_CLASSES, TAG_LARGE,
+    class_of, region_kind, BlockPtr, LargeRegion, RegionKind, Segment, Slab, UserPtr, CLASSES,
+    MEDIUM_MAX, NUM_CLASSES, SEGMENT_SIZE, TAG_LARGE,
 };
 
 /// Why a pointer given back to hakmem is not one hakmem handed out.
@@ -60,14 +60,21 @@ fn malloc_big(size: usize) -> Option<UserPtr> {
     }
 }
 
-/// Pops a block of class `c` from the thread's heap. Fast path: one TLS load,
-/// the bin load, and the slab pop (no atomics, no branches but the miss test).
+/// Pops a block of class `c` from the thread's cache. Fast path: one TLS
+/// load, then a single-writer list pop in the heap (no atomics, no slab
+/// metadata, one branch).
 #[inline(always)]
 fn alloc_class(c: usize) -> Option<UserPtr> {
-    let heap = heap::current();
-    let s = heap.bin(c);
-    if let Some(b) = s.pop(&heap.token(s)) {
-        return Some(b.into_user());
+    let bin = heap::current().cache_bin(c);
+    // SAFETY: the calling thread's own cache; a sentinel's is empty and the
+    // miss path writes nothing. Cached nodes are free blocks of class `c`.
+    unsafe {
+        let b = (*bin).head;
+        if !b.is_null() {
+            (*bin).head = (*b).next;
+            (*bin).count -= 1;
+            return Some(UserPtr::from_non_null(NonNull::new_unchecked(b.cast())));
+        }
     }
     alloc_slow(c)
 }
@@ -85,7 +92,21 @@ fn alloc_slow(c: usize) -> Option<UserPtr> {
     refill_and_pop(h, c)
 }
 
+/// Refills class `c`'s cache from the heap's slabs (taking a new slab from
+/// the pool if need be) and returns one block.
 fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
+    let bin = heap.cache_bin(c);
+    // SAFETY: `heap` is the caller's own (or the locked fallback heap).
+    unsafe {
+        let b = (*bin).head;
+        if !b.is_null() {
+            (*bin).head = (*b).next;
+            (*bin).count -= 1;
+            return Some(UserPtr::from_non_null(NonNull::new_unchecked(b.cast())));
+        }
+    }
+    // SAFETY: as above.
+    let batch = (unsafe { (*bin).limit } / 2).max(1);
     loop {
         let s = heap.bin(c);
         if !ptr::eq(s, empty_slab()) {
@@ -94,11 +115,22 @@ fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
                 "heap list holds a slab it does not own"
             );
             let tok = heap.token(s);
-            if let Some(b) = s.pop(&tok) {
-                return Some(b.into_user());
+            let mut got = s.take(&tok, batch);
+            if got.is_none() && s.refill(&tok) {
+                got = s.take(&tok, batch);
             }
-            if s.refill(&tok) {
-                return s.pop(&tok).map(|b| b.into_user());
+            if let Some((first, last, n)) = got {
+                // SAFETY: the chain `first..=last` (n nodes) is ours now; the
+                // rest after `first` goes into our cache.
+                unsafe {
+                    let rest = (*first.as_ptr()).next;
+                    if n > 1 {
+                        (*last.as_ptr()).next = (*bin).head;
+                        (*bin).head = rest;
+                        (*bin).count += n - 1;
+                    }
+                }
+                return Some(UserPtr::from_non_null(first.cast()));
             }
             // Full: take it off the list and give ownership up until a free
             // wakes it (remote_queue's detach protocol).
@@ -166,7 +198,71 @@ pub fn free(region: Region, p: UserPtr) -> Result<(), FreeError> {
     // slab shift; no header read is needed to find the slab.
     let s = unsafe { Segment::slab_at(region.base(), p.addr(), tag) };
     let b = s.block_of(p).map_err(FreeError::from)?;
+    let c = s.class().ok_or(FreeError::NoBlockHere)?;
     let heap = heap::current();
+    let bin = heap.cache_bin(c);
+    // SAFETY: the calling thread's own cache (a sentinel's limit is 0, so it
+    // is never written); `b` is a validated block of class `c`.
+    unsafe {
+        if (*bin).count < (*bin).limit {
+            let n = b.into_user().as_ptr().cast::<Node>();
+            (*n).next = (*bin).head;
+            (*bin).head = n;
+            (*bin).count += 1;
+            return Ok(());
+        }
+    }
+    free_slow(heap, s, b, c);
+    Ok(())
+}
+
+/// The cache is full (or this thread has no heap): flush half of it to the
+/// blocks' slabs, then cache `b`.
+#[cold]
+#[inline(never)]
+fn free_slow(heap: &'static Heap, s: &'static Slab, b: BlockPtr, c: usize) {
+    if heap.is_sentinel() {
+        return free_to_slab(heap, s, b);
+    }
+    let bin = heap.cache_bin(c);
+    // SAFETY: our own cache.
+    let half = unsafe { (*bin).count / 2 }.max(1);
+    heap.flush(c, half);
+    // SAFETY: as in `free`; there is room now.
+    unsafe {
+        let n = b.into_user().as_ptr().cast::<Node>();
+        (*n).next = (*bin).head;
+        (*bin).head = n;
+        (*bin).count += 1;
+    }
+}
+
+/// Returns a cached block of class `c` to its slab. The block was validated
+/// when it was freed, so its slab is found from its address alone.
+pub(crate) fn free_to_slab_of_class(heap: &'static Heap, node: *mut Node, c: usize) {
+    let addr = node as usize;
+    let seg = addr & !(SEGMENT_SIZE - 1);
+    // SAFETY: a validated block lies in a live segment (its slab holds it as
+    // used, so neither slab nor segment can go away); classes of a kind live
+    // only in segments of that kind, whose slab shift is the kind's.
+    let s = unsafe {
+        Segment::slab_at(
+            NonNull::new_unchecked(seg as *mut u8),
+            addr,
+            CLASSES[c].kind.shift() as u8,
+        )
+    };
+    // SAFETY: non-null node.
+    let user = UserPtr::from_non_null(unsafe { NonNull::new_unchecked(node.cast()) });
+    match s.block_of(user) {
+        Ok(b) => free_to_slab(heap, s, b),
+        Err(_) => heap::fatal("corrupted thread cache entry", addr),
+    }
+}
+
+/// Gives a block back to its slab: onto the free list if this heap owns the
+/// slab, else through the slab's remote queue.
+fn free_to_slab(heap: &'static Heap, s: &'static Slab, b: BlockPtr) {
     if s.remote.is_owned_by(heap.id()) {
         let tok = heap.token(s);
         // An emptied slab at the head of its bin stays (it is the one being
@@ -177,7 +273,6 @@ pub fn free(region: Region, p: UserPtr) -> Result<(), FreeError> {
     } else if s.push_remote(b) == Push::Woke {
         adopt_woken(heap, s);
     }
-    Ok(())
 }
 
 /// We brought a detached (full) slab back to life: it is on no list and has

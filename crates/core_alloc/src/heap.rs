@@ -20,9 +20,10 @@
 use core::cell::{Cell, UnsafeCell};
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use remote_queue::Node;
 use remote_queue::OwnerToken;
 use shared_pool::SpinLock;
-use superslab::{os, Slab, NUM_CLASSES};
+use superslab::{os, Slab, CLASSES, NUM_CLASSES};
 
 /// A slab with no blocks that every empty bin points at. Never written: every
 /// operation on it misses before writing.
@@ -36,12 +37,51 @@ pub(crate) fn empty_slab() -> *const Slab {
     &EMPTY_SLAB.0
 }
 
+/// A thread cache of free blocks of one class, from any slab.
+///
+/// `free` pushes here and `malloc` pops here, touching no slab metadata and
+/// no shared cache line (the tcmalloc lesson: a free by a thread that did not
+/// allocate the block is still a thread-local operation). Blocks reach slabs
+/// only in batches: `refill` takes up to `limit / 2` from an owned slab, and a
+/// push past `limit` flushes half the cache back to the blocks' slabs
+/// (locally, or through their remote queues). Cached blocks count as used by
+/// their slab (lesson 8: `used` = held by the program or by a cache).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct CacheBin {
+    pub(crate) head: *mut Node,
+    pub(crate) count: u32,
+    /// 0 in the sentinels: every push goes to the slow path, so the static
+    /// sentinels are never written.
+    pub(crate) limit: u32,
+}
+
+const fn cache_limit(c: usize) -> u32 {
+    // About 64 KiB per class, at least 2 and at most 512 blocks.
+    let l = (64 * 1024) / CLASSES[c].stride;
+    if l < 2 {
+        2
+    } else if l > 512 {
+        512
+    } else {
+        l
+    }
+}
+
+const EMPTY_BIN: CacheBin = CacheBin {
+    head: ptr::null_mut(),
+    count: 0,
+    limit: 0,
+};
+
 /// A thread's heap. Only its thread touches it (or, for the fallback heap,
 /// whoever holds `FALLBACK_LOCK`).
 #[repr(C, align(64))]
 pub struct Heap {
+    /// Per class: the thread cache (the fast paths use only this).
+    cache: UnsafeCell<[CacheBin; NUM_CLASSES]>,
     /// Per class: the head of the list of owned slabs with (possibly) free
-    /// blocks; allocation pops from the head. `EMPTY_SLAB` if none.
+    /// blocks; cache refills take from the head. `EMPTY_SLAB` if none.
     bins: UnsafeCell<[*const Slab; NUM_CLASSES]>,
     /// 0 for a real heap; `NEW_STATE` / `DEAD_STATE` for the sentinels.
     state: usize,
@@ -56,6 +96,7 @@ unsafe impl Sync for SyncHeap {}
 
 const fn sentinel(state: usize) -> Heap {
     Heap {
+        cache: UnsafeCell::new([EMPTY_BIN; NUM_CLASSES]),
         bins: UnsafeCell::new([&EMPTY_SLAB.0 as *const Slab; NUM_CLASSES]),
         state,
         next_free: Cell::new(ptr::null_mut()),
@@ -151,6 +192,34 @@ fn set_current(h: &'static Heap) {
 }
 
 impl Heap {
+    /// Class `c`'s thread cache. Only the heap's thread may use it (and never
+    /// write it in a sentinel, whose limits are 0).
+    #[inline(always)]
+    pub(crate) fn cache_bin(&self, c: usize) -> *mut CacheBin {
+        // SAFETY: in bounds (callers pass class indices); raw pointer, no
+        // reference is created.
+        unsafe { (self.cache.get() as *mut CacheBin).add(c) }
+    }
+
+    /// Returns up to `n` cached blocks of class `c` to their slabs.
+    pub(crate) fn flush(&'static self, c: usize, n: u32) {
+        let bin = self.cache_bin(c);
+        for _ in 0..n {
+            // SAFETY: our own cache; its nodes are blocks of class `c` that
+            // were validated when they were freed.
+            let node = unsafe {
+                let b = (*bin).head;
+                if b.is_null() {
+                    return;
+                }
+                (*bin).head = (*b).next;
+                (*bin).count -= 1;
+                b
+            };
+            crate::alloc::free_to_slab_of_class(self, node, c);
+        }
+    }
+
     /// Slab at the head of class `c`'s list.
     #[inline(always)]
     pub(crate) fn bin(&self, c: usize) -> &'static Slab {
@@ -265,7 +334,12 @@ impl Heap {
     }
 
     /// Gives every slab back (thread exit, or heap recycling).
-    fn release_all(&self) {
+    fn release_all(&'static self) {
+        for c in 0..NUM_CLASSES {
+            // SAFETY: our own cache.
+            let n = unsafe { (*self.cache_bin(c)).count };
+            self.flush(c, n);
+        }
         for c in 0..NUM_CLASSES {
             loop {
                 let s = self.bin(c);
@@ -337,6 +411,14 @@ fn alloc_heap() -> Option<&'static Heap> {
     heap.next_free.set(ptr::null_mut());
     for c in 0..NUM_CLASSES {
         heap.set_bin(c, empty_slab());
+        // SAFETY: nobody else uses this heap yet.
+        unsafe {
+            *heap.cache_bin(c) = CacheBin {
+                head: ptr::null_mut(),
+                count: 0,
+                limit: cache_limit(c),
+            }
+        };
     }
     Some(heap)
 }

@@ -263,6 +263,32 @@ impl Slab {
         }
     }
 
+    /// Takes up to `max` (>= 1) blocks off the free list for a thread cache,
+    /// counting them as used. Returns the chain's first and last node and its
+    /// length, or `None` if the free list is empty (call [`refill`](Self::refill)).
+    #[inline]
+    pub fn take(
+        &self,
+        tok: &OwnerToken<'_>,
+        max: u32,
+    ) -> Option<(NonNull<Node>, NonNull<Node>, u32)> {
+        debug_assert!(tok.is_for(&self.remote) && max >= 1);
+        // SAFETY: owner-only fields; `free` links only blocks of this slab.
+        unsafe {
+            let first = NonNull::new(*self.free.get())?;
+            let mut last = first.as_ptr();
+            let mut n = 1;
+            while n < max && !(*last).next.is_null() {
+                last = (*last).next;
+                n += 1;
+            }
+            *self.free.get() = (*last).next;
+            (*last).next = ptr::null_mut();
+            *self.used.get() += n;
+            Some((first, NonNull::new_unchecked(last), n))
+        }
+    }
+
     /// Moves remote frees onto the local free list. True if any arrived.
     pub fn collect_remote(&self, tok: &OwnerToken<'_>) -> bool {
         let Some(d) = self.remote.drain(tok) else {
