@@ -198,7 +198,7 @@ pub fn free(region: Region, p: UserPtr) -> Result<(), FreeError> {
     // slab shift; no header read is needed to find the slab.
     let s = unsafe { Segment::slab_at(region.base(), p.addr(), tag) };
     let b = s.block_of(p).map_err(FreeError::from)?;
-    let c = s.class().ok_or(FreeError::NoBlockHere)?;
+    let c = s.live_class();
     let heap = heap::current();
     let bin = heap.cache_bin(c);
     // SAFETY: the calling thread's own cache (a sentinel's limit is 0, so it

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Other threads touch only `remote` (on its own cache line) and the read-only
-//! read-mostly `stride`/`span`/`magic`/`base` used to validate a pointer.
+//! read-mostly `stride`/`span`/`class`/magic/`base` used to validate a pointer.
 //!
 //! Counters (lesson 8): `used` is the number of blocks the program holds or
 //! that are in flight back through `remote`; `pop` adds one, `push_local`
@@ -23,7 +23,7 @@ use crate::ptr::{BlockPtr, UserPtr};
 use crate::size_class::CLASSES;
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 use remote_queue::{Node, OwnerToken, RemoteQueue};
 
 /// Blocks carved from fresh slab memory per refill, at most. Carving lazily
@@ -52,10 +52,12 @@ pub struct Slab {
     stride: AtomicU32,
     /// Bytes of blocks: capacity * stride.
     span: AtomicU32,
-    /// Size class + 1; 0 while the slab has no class.
+    /// Size class (meaningful only while `stride != 0`).
     class: AtomicU32,
-    /// Block-start test without a division: see [`DivMagic`].
-    magic: AtomicU64,
+    /// Block-start test without a division: the three parts of [`DivMagic`].
+    inv: AtomicU32,
+    rot: AtomicU32,
+    limit: AtomicU32,
     /// First byte of the slab's blocks (set when the segment is created).
     base: AtomicUsize,
     _pad1: [u64; 3],
@@ -73,7 +75,7 @@ static_assertions::const_assert!(core::mem::size_of::<Slab>() == 192);
 /// Exact "is `off` a multiple of `stride`?" for `off < 2^32` with one
 /// multiply and a rotate: write `stride = odd << shift`; then `off` is a
 /// multiple iff `rotr(off * odd⁻¹ mod 2^32, shift) <= (2^32 - 1) / stride`.
-/// Packed, the limit is capped at `0xffff`; that stays exact for offsets
+/// Stored, the limit is capped at `0xffff`; that stays exact for offsets
 /// below a slab's span, whose multiples are `k * stride` with
 /// `k < capacity <= 0xffff` (checked at compile time in `size_class`).
 #[derive(Clone, Copy, Debug)]
@@ -101,20 +103,16 @@ impl DivMagic {
             limit: u32::MAX / stride,
         }
     }
-    const fn pack(self) -> u64 {
-        self.inv as u64
-            | (self.shift as u64) << 32
-            | (if self.limit > 0xffff {
+    /// The same test with the limit capped at `0xffff`, as stored in a slab.
+    pub const fn capped(self) -> Self {
+        Self {
+            limit: if self.limit > 0xffff {
                 0xffff
             } else {
                 self.limit
-            } as u64)
-                << 40
-    }
-    #[inline(always)]
-    fn is_multiple_packed(m: u64, off: u32) -> bool {
-        let (inv, shift, limit) = (m as u32, (m >> 32) as u32 & 31, (m >> 40) as u32);
-        off.wrapping_mul(inv).rotate_right(shift) <= limit
+            },
+            ..self
+        }
     }
     /// True if `off` is a multiple of the stride.
     pub fn is_multiple(self, off: u32) -> bool {
@@ -151,7 +149,9 @@ impl Slab {
             stride: AtomicU32::new(0),
             span: AtomicU32::new(0),
             class: AtomicU32::new(0),
-            magic: AtomicU64::new(0),
+            inv: AtomicU32::new(0),
+            rot: AtomicU32::new(0),
+            limit: AtomicU32::new(0),
             base: AtomicUsize::new(0),
             _pad1: [0; 3],
             remote: RemoteQueue::new(),
@@ -166,9 +166,9 @@ impl Slab {
     /// The size class, if the slab has one.
     #[inline]
     pub fn class(&self) -> Option<usize> {
-        match self.class.load(Relaxed) {
+        match self.stride.load(Relaxed) {
             0 => None,
-            c => Some(c as usize - 1),
+            _ => Some(self.class.load(Relaxed) as usize),
         }
     }
 
@@ -195,10 +195,14 @@ impl Slab {
             *self.bump.get() = base;
             *self.bump_end.get() = base + l.capacity as usize * l.stride as usize;
         }
-        self.span.store(l.capacity * l.stride, Relaxed);
-        self.magic.store(DivMagic::new(l.stride).pack(), Relaxed);
+        // Everything else before `span`, which gates `block_of`.
+        let m = DivMagic::new(l.stride);
+        self.class.store(class as u32, Relaxed);
+        self.inv.store(m.inv, Relaxed);
+        self.rot.store(m.shift, Relaxed);
+        self.limit.store(m.limit.min(0xffff), Relaxed);
         self.stride.store(l.stride, Relaxed);
-        self.class.store(class as u32 + 1, Relaxed);
+        self.span.store(l.capacity * l.stride, Relaxed);
     }
 
     /// Pops a free block. The allocation fast path: load `free`, test, load
@@ -347,10 +351,21 @@ impl Slab {
                 BadPointer::NotBlockStart
             });
         }
-        if !DivMagic::is_multiple_packed(self.magic.load(Relaxed), off as u32) {
+        let q = (off as u32)
+            .wrapping_mul(self.inv.load(Relaxed))
+            .rotate_right(self.rot.load(Relaxed));
+        if q > self.limit.load(Relaxed) {
             return Err(BadPointer::NotBlockStart);
         }
         Ok(BlockPtr::from_raw(p.as_non_null()))
+    }
+
+    /// The class of a slab that just accepted a pointer in
+    /// [`block_of`](Self::block_of) (so it has one): one load, no test.
+    #[inline(always)]
+    pub fn live_class(&self) -> usize {
+        debug_assert!(self.stride.load(Relaxed) != 0);
+        self.class.load(Relaxed) as usize
     }
 
     /// Pushes a block freed by a thread that does not own the slab.
@@ -392,12 +407,14 @@ mod tests {
     fn div_magic_is_exact_for_every_class_and_offset() {
         for l in CLASSES.iter() {
             let m = DivMagic::new(l.stride);
-            let p = DivMagic::pack(m);
+            let p = m.capped();
             let span = l.capacity * l.stride;
             for off in 0..span + 64 {
                 let want = off % l.stride == 0;
                 assert_eq!(m.is_multiple(off), want, "stride {} off {off}", l.stride);
-                assert_eq!(DivMagic::is_multiple_packed(p, off), want);
+                if off < span {
+                    assert_eq!(p.is_multiple(off), want);
+                }
             }
         }
     }
