@@ -57,10 +57,10 @@ pub(crate) struct CacheBin {
 }
 
 const fn cache_limit(c: usize) -> u32 {
-    // About 64 KiB per class, at least 2 and at most 512 blocks.
-    let l = (64 * 1024) / CLASSES[c].stride;
-    if l < 2 {
-        2
+    // About 256 KiB per class, at least 4 and at most 512 blocks.
+    let l = (256 * 1024) / CLASSES[c].stride;
+    if l < 4 {
+        4
     } else if l > 512 {
         512
     } else {
