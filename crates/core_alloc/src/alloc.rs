@@ -195,10 +195,9 @@ pub fn free(region: Region, p: UserPtr) -> Result<(), FreeError> {
     // SAFETY: the registry only knows live regions created by superslab.
     debug_assert_eq!(unsafe { region_kind(region.base()) }, RegionKind::Segment);
     // SAFETY: the registry proves `p` lies in a live segment whose tag is its
-    // slab shift; no header read is needed to find the slab.
-    let s = unsafe { Segment::slab_at(region.base(), p.addr(), tag) };
-    let b = s.block_of(p).map_err(FreeError::from)?;
-    let c = s.live_class();
+    // slab shift. Validation reads the segment's class map, not the slab.
+    let (b, c) =
+        unsafe { Segment::block_at(region.base(), p.addr(), tag) }.map_err(FreeError::from)?;
     let heap = heap::current();
     let bin = heap.cache_bin(c);
     // SAFETY: the calling thread's own cache (a sentinel's limit is 0, so it
@@ -212,7 +211,7 @@ pub fn free(region: Region, p: UserPtr) -> Result<(), FreeError> {
             return Ok(());
         }
     }
-    free_slow(heap, s, b, c);
+    free_slow(heap, region, b, c);
     Ok(())
 }
 
@@ -220,8 +219,10 @@ pub fn free(region: Region, p: UserPtr) -> Result<(), FreeError> {
 /// blocks' slabs, then cache `b`.
 #[cold]
 #[inline(never)]
-fn free_slow(heap: &'static Heap, s: &'static Slab, b: BlockPtr, c: usize) {
+fn free_slow(heap: &'static Heap, region: Region, b: BlockPtr, c: usize) {
     if heap.is_sentinel() {
+        // SAFETY: `b` was validated in the live segment `region`.
+        let s = unsafe { Segment::slab_at(region.base(), b.addr(), region.tag()) };
         return free_to_slab(heap, s, b);
     }
     let bin = heap.cache_bin(c);

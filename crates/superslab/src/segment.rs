@@ -6,11 +6,13 @@
 //! address to be hakmem's (through the registry) can tell them apart.
 
 use crate::os;
+use crate::ptr::BlockPtr;
 use crate::ptr::UserPtr;
 use crate::size_class::SlabKind;
-use crate::slab::Slab;
+use crate::slab::{BadPointer, Slab, CHECKS};
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 /// log2 of the segment size; equals the registry granule.
 pub const SEGMENT_SHIFT: u32 = 22;
@@ -66,8 +68,20 @@ pub struct Segment {
     slab_shift: u32,
     slab_count: u32,
     pool: UnsafeCell<SegmentPoolState>,
+    /// Per slot: the class, or [`NO_CLASS`] while the slot's slab has none. One
+    /// read-mostly cache line that validates a free of any block in the
+    /// segment without touching the slab's own metadata.
+    classes: ClassMap,
     slabs: [Slab; MAX_SLABS],
 }
+
+#[repr(C, align(64))]
+struct ClassMap([AtomicU8; MAX_SLABS]);
+
+/// Class-map value of a slot whose slab has no class (fresh segments and the
+/// header slot).
+pub const NO_CLASS: u8 = 0xff;
+static_assertions::const_assert!((NO_CLASS as usize) >= crate::size_class::NUM_CLASSES);
 
 static_assertions::const_assert!(
     core::mem::size_of::<Segment>() <= 1 << crate::size_class::SMALL_SLAB_SHIFT
@@ -100,6 +114,9 @@ impl Segment {
                 (1u64 << count) - 1
             };
             (*(*s).pool.get()).free_mask = full & !1;
+            for c in (*s).classes.0.iter() {
+                c.store(NO_CLASS, Relaxed);
+            }
             for i in 1..count as usize {
                 (*s).slabs[i].set_base(base.as_ptr() as usize + (i << shift));
             }
@@ -138,6 +155,42 @@ impl Segment {
         let i = (addr - base.as_ptr() as usize) >> shift;
         // SAFETY: per the contract the header is live; the index is masked.
         unsafe { &(*base.as_ptr().cast::<Segment>()).slabs[i & (MAX_SLABS - 1)] }
+    }
+
+    /// Validates `addr` as a block start in the segment at `base` whose
+    /// registry tag is `shift`, reading only the segment's class map and the
+    /// static [`CHECKS`] table. Returns the block and its class.
+    ///
+    /// # Safety
+    /// `base` is a live segment's base, `shift` its slab shift, and `addr` lies
+    /// inside the segment.
+    #[inline(always)]
+    pub unsafe fn block_at(
+        base: NonNull<u8>,
+        addr: usize,
+        shift: u8,
+    ) -> Result<(BlockPtr, usize), BadPointer> {
+        let rel = addr - base.as_ptr() as usize;
+        // SAFETY: per the contract the header is live.
+        let seg = unsafe { &*base.as_ptr().cast::<Segment>() };
+        let c = seg.classes.0[(rel >> shift) & (MAX_SLABS - 1)].load(Relaxed) as usize;
+        // One test rejects both NO_CLASS and anything out of range.
+        let Some(k) = CHECKS.get(c) else {
+            return Err(BadPointer::SlabUnused);
+        };
+        if !k.accepts(rel as u32) {
+            return Err(BadPointer::NotBlockStart);
+        }
+        // SAFETY: non-null (inside a mapped segment).
+        Ok((
+            BlockPtr::from_raw(unsafe { NonNull::new_unchecked(addr as *mut u8) }),
+            c,
+        ))
+    }
+
+    /// Records slot `i`'s class (called when its slab is formatted).
+    pub(crate) fn set_slot_class(&self, i: usize, class: usize) {
+        self.classes.0[i].store(class as u8, Relaxed);
     }
 
     /// The registry tag of this segment (its slab shift).

@@ -96,6 +96,8 @@ const fn build() -> [ClassLayout; NUM_CLASSES] {
 
 /// The layout table.
 pub static CLASSES: [ClassLayout; NUM_CLASSES] = build();
+/// The layout table, for constant evaluation.
+pub const CLASSES_CONST: [ClassLayout; NUM_CLASSES] = build();
 const TABLE: [ClassLayout; NUM_CLASSES] = build();
 
 const fn class_of_slow(size: usize) -> usize {

@@ -72,6 +72,65 @@ static_assertions::const_assert_eq!(core::mem::offset_of!(Slab, stride), 64);
 static_assertions::const_assert_eq!(core::mem::offset_of!(Slab, remote), 120);
 static_assertions::const_assert!(core::mem::size_of::<Slab>() == 192);
 
+/// What validating a block start of class `c` needs, from the class alone:
+/// the bytes of blocks in a slab and the three parts of the [`DivMagic`]
+/// (limit capped at `0xffff`).
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct BlockCheck {
+    /// capacity * stride.
+    pub span: u32,
+    /// See [`DivMagic`].
+    pub inv: u32,
+    /// See [`DivMagic`] (capped at `0xffff`).
+    pub limit: u16,
+    /// See [`DivMagic`].
+    pub rot: u8,
+    _pad: u8,
+    /// Slab size - 1 for the class's slab kind: segment offset -> slab offset.
+    pub slab_mask: u32,
+}
+
+impl BlockCheck {
+    /// True if `rel` (bytes from the segment start) is a block start of a
+    /// slab of this class.
+    #[inline(always)]
+    pub fn accepts(&self, rel: u32) -> bool {
+        let off = rel & self.slab_mask;
+        off < self.span
+            && off.wrapping_mul(self.inv).rotate_right(self.rot as u32) <= self.limit as u32
+    }
+}
+
+const fn build_checks() -> [BlockCheck; crate::size_class::NUM_CLASSES] {
+    let mut t = [BlockCheck {
+        span: 0,
+        inv: 0,
+        limit: 0,
+        rot: 0,
+        _pad: 0,
+        slab_mask: 0,
+    }; crate::size_class::NUM_CLASSES];
+    let mut c = 0;
+    while c < t.len() {
+        let l = crate::size_class::CLASSES_CONST[c];
+        let m = DivMagic::new(l.stride).capped();
+        t[c] = BlockCheck {
+            span: l.capacity * l.stride,
+            inv: m.inv,
+            limit: m.limit as u16,
+            rot: m.shift as u8,
+            _pad: 0,
+            slab_mask: (l.kind.slab_size() - 1) as u32,
+        };
+        c += 1;
+    }
+    t
+}
+
+/// Per class: the block-start test (a static table, hot in every cache).
+pub static CHECKS: [BlockCheck; crate::size_class::NUM_CLASSES] = build_checks();
+
 /// Exact "is `off` a multiple of `stride`?" for `off < 2^32` with one
 /// multiply and a rotate: write `stride = odd << shift`; then `off` is a
 /// multiple iff `rotr(off * odd⁻¹ mod 2^32, shift) <= (2^32 - 1) / stride`.
@@ -203,6 +262,8 @@ impl Slab {
         self.limit.store(m.limit.min(0xffff), Relaxed);
         self.stride.store(l.stride, Relaxed);
         self.span.store(l.capacity * l.stride, Relaxed);
+        let seg = crate::Segment::of_slab(self);
+        seg.set_slot_class(seg.slot_of(self), class);
     }
 
     /// Pops a free block. The allocation fast path: load `free`, test, load
