@@ -141,13 +141,31 @@ fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
             }
             continue;
         }
-        let (s, _) = shared_pool::acquire(c, heap.id())?;
+        let (s, _) = match shared_pool::acquire(c, heap.id()) {
+            Some(got) => got,
+            // Out of memory: give back what is cached anywhere, then retry once.
+            None => {
+                trim_for(heap);
+                shared_pool::acquire(c, heap.id())?
+            }
+        };
         heap.push_front(c, s);
     }
 }
 
 fn large(size: usize, align: usize) -> Option<UserPtr> {
+    if let Some(r) = shared_pool::map_large(size, align) {
+        return Some(r.user());
+    }
+    // Out of memory (or address space, under RLIMIT_AS): release what is
+    // cached, then retry once.
+    trim();
     shared_pool::map_large(size, align).map(|r| r.user())
+}
+
+fn trim_for(heap: &'static Heap) -> bool {
+    let local = !heap.is_sentinel() && heap.trim_local();
+    shared_pool::trim() | local
 }
 
 /// Allocates `n * size` zeroed bytes; `None` on overflow or out of memory.
@@ -376,7 +394,9 @@ pub fn realloc(
     Ok(Some(q))
 }
 
-/// Returns cached memory to the OS (`malloc_trim`). True if any was released.
+/// Returns cached memory to the OS (`malloc_trim`): the calling thread's
+/// caches and empty slabs, drained partial slabs, empty slabs and idle
+/// segments. True if any was released.
 pub fn trim() -> bool {
-    shared_pool::trim()
+    trim_for(heap::current())
 }

@@ -220,6 +220,32 @@ impl Heap {
         }
     }
 
+    /// Empties every cache and gives back every owned slab that holds no
+    /// blocks, including the ones kept to avoid thrashing (`malloc_trim`).
+    pub(crate) fn trim_local(&'static self) -> bool {
+        let mut released = false;
+        for c in 0..NUM_CLASSES {
+            // SAFETY: our own cache.
+            let n = unsafe { (*self.cache_bin(c)).count };
+            self.flush(c, n);
+            let mut s = self.bin(c) as *const Slab;
+            while s != empty_slab() && !s.is_null() {
+                // SAFETY: slabs on our list are live and ours.
+                let slab: &'static Slab = unsafe { &*s };
+                // SAFETY: we own the slab; read the link before unlinking.
+                s = unsafe { *slab.heap_links().1.get() };
+                let tok = self.token(slab);
+                slab.collect_remote(&tok);
+                if slab.used(&tok) == 0 {
+                    self.unlink(c, slab);
+                    shared_pool::release_empty(slab, tok);
+                    released = true;
+                }
+            }
+        }
+        released
+    }
+
     /// Slab at the head of class `c`'s list.
     #[inline(always)]
     pub(crate) fn bin(&self, c: usize) -> &'static Slab {

@@ -399,10 +399,46 @@ pub fn release_empty(slab: &'static Slab, tok: OwnerToken<'static>) {
     }
 }
 
-/// Decommits every resident empty slab and unmaps every idle segment
-/// (`malloc_trim`). Returns true if anything was released.
-pub fn trim() -> bool {
+/// Drains the remote queues of every slab on the partial lists and frees
+/// those that turn out empty. A slab published as partial (by an exiting
+/// thread) whose blocks all come home through its remote queue would
+/// otherwise hold its memory until some thread adopts it.
+fn trim_partials() -> bool {
+    // Never a heap's address, so never a real owner.
+    let trimmer = &POOL as *const Pool as usize;
     let mut released = false;
+    for c in 0..NUM_CLASSES {
+        let mut s = {
+            let g = Guard::new();
+            let l = g.lists();
+            core::mem::replace(&mut l.partial[c], ptr::null_mut())
+        };
+        // The detached list is reachable by nobody else now.
+        while !s.is_null() {
+            // SAFETY: listed slabs are live; we own the detached list.
+            let slab: &'static Slab = unsafe { &*s };
+            // SAFETY: we own the detached list and nobody owns the slab.
+            s = unsafe { *slab.pool_link().get() };
+            let tok = slab.remote.claim(trimmer).unwrap_or_else(|| {
+                os::fatal("pool: listed slab is owned", slab as *const Slab as usize)
+            });
+            slab.collect_remote(&tok);
+            if slab.used(&tok) == 0 {
+                release_empty(slab, tok);
+                released = true;
+            } else {
+                slab.remote.release(tok);
+                publish_partial(slab);
+            }
+        }
+    }
+    released
+}
+
+/// Drains partial slabs, decommits every resident empty slab and unmaps every
+/// idle segment (`malloc_trim`). Returns true if anything was released.
+pub fn trim() -> bool {
+    let mut released = trim_partials();
     loop {
         let g = Guard::new();
         let l = g.lists();
