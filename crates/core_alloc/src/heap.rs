@@ -1,15 +1,19 @@
 //! Per-thread heaps and their life cycle.
 //!
-//! Each thread's `HEAP` thread-local is const-initialised to point at a static,
-//! all-empty sentinel heap (lesson 10): every bin of the sentinel points at a
-//! slab with no blocks, so the allocation fast path needs no "set up yet?"
-//! test; its first pop misses and the slow path builds the real heap. The
-//! thread-local is a `Cell` of a raw pointer: no destructor, so std never
-//! registers one through `__cxa_thread_atexit_impl` (which would call our own
-//! `calloc`, see runtime-pitfalls.md).
+//! Each thread's heap pointer (the `slot` module: an initial-exec TLS word) is
+//! initialised to point at a static, all-empty sentinel heap (lesson 10):
+//! every cache bin of the sentinel is empty with limit 0, so the allocation
+//! fast path needs no "set up yet?" test; its first pop misses and the slow
+//! path builds the real heap, and a free never writes the sentinel. The slot
+//! is a plain word with no destructor, so nothing is registered through
+//! `__cxa_thread_atexit_impl` (which would call our own `calloc`, see
+//! runtime-pitfalls.md).
+//!
+//! A heap has, per class, a thread cache of free blocks (any slab's) that the
+//! fast paths use, and a list of the slabs it owns that refills the cache.
 //!
 //! Thread exit goes through one process-wide pthread key whose destructor
-//! hands the thread's slabs back to the pool (empty ones freed, partly used
+//! flushes the caches and hands the thread's slabs back to the pool (empty ones freed, partly used
 //! ones published for adoption, full ones detached until a free wakes them)
 //! and recycles the heap. After that the thread-local points at a second
 //! sentinel, `DEAD`; allocations from later destructors are served by a
@@ -109,7 +113,7 @@ static DEAD: SyncHeap = SyncHeap(sentinel(DEAD_STATE));
 
 /// The thread's heap pointer lives in one 8-byte thread-local slot.
 ///
-/// On x86-64 Linux the slot is declared in assembly in `.tbss` and read with
+/// On x86-64 Linux the slot is declared in assembly in `.tdata` and read with
 /// the initial-exec model: two instructions (`mov` from the GOT, `mov` from
 /// `%fs`), where a Rust `thread_local!` in a cdylib costs a call to
 /// `__tls_get_addr` (general-dynamic model; stable Rust has no switch). The
@@ -505,7 +509,7 @@ pub(crate) fn thread_init() -> Option<&'static Heap> {
     set_current(heap);
     // SAFETY: valid key; the value is our heap, passed back to thread_exit.
     unsafe { libc::pthread_setspecific(key, heap as *const Heap as *const libc::c_void) };
-    // After HEAP is set: registering may call malloc, which now finds a heap.
+    // After the slot is set: registering may call malloc, which now finds a heap.
     register_fork_handlers();
     Some(heap)
 }

@@ -3,9 +3,11 @@
 //! - Size classes come from `superslab`'s layout table; requests up to
 //!   [`superslab::MEDIUM_MAX`] (128 KiB) are served from per-thread heaps, larger
 //!   ones are mapped directly and unmapped on free.
-//! - Each thread has a heap: per class, a list of slabs it owns. Allocation
-//!   pops from the first slab's free list; a free by the owner pushes onto it;
-//!   a free by any other thread goes through the slab's remote queue.
+//! - Each thread has a heap: per class, a cache of free blocks and a list of
+//!   slabs it owns. `malloc` pops the cache and `free` pushes onto it, whoever
+//!   allocated the block. The cache refills in batches from the owned slabs
+//!   and, past its limit, flushes half back: onto a slab's free list if this
+//!   heap owns it, else through the slab's remote queue.
 //! - `realloc` stays in place when the block still fits (and for large blocks
 //!   grows or shrinks the mapping in place when the OS allows); aligned
 //!   allocation uses classes whose stride is a multiple of the alignment.

@@ -15,9 +15,11 @@
 //! Other threads touch only `remote` (on its own cache line) and the read-only
 //! read-mostly `stride`/`span`/`class`/magic/`base` used to validate a pointer.
 //!
-//! Counters (lesson 8): `used` is the number of blocks the program holds or
-//! that are in flight back through `remote`; `pop` adds one, `push_local`
-//! subtracts one, a drain subtracts what it drained. `used == 0` means empty.
+//! Counters (lesson 8): `used` is the number of blocks outside the slab's own
+//! free list: held by the program, sitting in a thread cache, or in flight
+//! back through `remote`. `pop` adds one, `take` adds what it took,
+//! `push_local` subtracts one, a drain subtracts what it drained. `used == 0`
+//! means empty.
 
 use crate::ptr::{BlockPtr, UserPtr};
 use crate::size_class::CLASSES;
