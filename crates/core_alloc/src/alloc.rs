@@ -313,8 +313,13 @@ fn adopt_woken(heap: &'static Heap, s: &'static Slab) {
         .remote
         .claim(heap.id())
         .unwrap_or_else(|| heap::fatal("woken slab already owned", s as *const _ as usize));
-    let _ = tok; // the claim is the point; the caller re-vouches later
     heap.push_second(c, s);
+    // Take the woken block(s) onto the local free list now, so that `used`
+    // is exact and the slab can be seen to empty as our frees come in.
+    s.collect_remote(&tok);
+    if s.used(&tok) == 0 && !heap.is_head(s) {
+        slab_emptied(heap, s, tok);
+    }
 }
 
 #[cold]
