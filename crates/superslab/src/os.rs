@@ -29,7 +29,9 @@ pub fn map(len: usize) -> Option<NonNull<u8>> {
 }
 
 /// Maps `len` bytes aligned to `align` (a power of two >= PAGE) by mapping
-/// `len + align` and trimming both ends. Fresh memory is zero.
+/// `len + align` and trimming both ends. Fresh memory is zero. `None` if the
+/// OS refuses, including when trimming would exceed the process's mapping
+/// count (`vm.max_map_count`): then the whole mapping is released instead.
 pub fn map_aligned(len: usize, align: usize) -> Option<NonNull<u8>> {
     debug_assert!(align.is_power_of_two() && align >= PAGE && len.is_multiple_of(PAGE));
     let over = len.checked_add(align)?;
@@ -40,14 +42,25 @@ pub fn map_aligned(len: usize, align: usize) -> Option<NonNull<u8>> {
     // SAFETY: both trimmed ranges lie inside the mapping we just created and
     // nobody else has seen them.
     unsafe {
-        if head != 0 {
-            unmap(raw as *mut u8, head);
+        if head != 0 && !try_unmap(raw as *mut u8, head) {
+            unmap(raw as *mut u8, over); // a whole mapping: never needs a split
+            return None;
         }
-        if tail != 0 {
-            unmap((start + len) as *mut u8, tail);
+        if tail != 0 && !try_unmap((start + len) as *mut u8, tail) {
+            unmap(start as *mut u8, len + tail);
+            return None;
         }
     }
     NonNull::new(start as *mut u8)
+}
+
+/// `munmap` that reports failure instead of aborting.
+///
+/// # Safety
+/// As for [`unmap`].
+unsafe fn try_unmap(p: *mut u8, len: usize) -> bool {
+    // SAFETY: per the caller's contract.
+    unsafe { libc::munmap(p.cast(), len) == 0 }
 }
 
 /// Unmaps a range.
