@@ -15,6 +15,10 @@ benchmarks:
                  at 1, 2 and 4 threads. With `-- <7 arguments>` runs exactly those.
   random-mixed   20M cycles over 400 slots, 16..1039-byte blocks (single thread)
   mid-large-mt   8..32 KiB blocks, per-thread tables, 2 and 4 threads
+  larson-churn   Larson `<s> 8 128 1024 1 12345 <t>`: a new thread every 1024 steps, 2 threads
+  xthread        producer/consumer pairs: every block freed by another thread, 1 and 2 pairs
+  st-pair        single-thread malloc(32)+free loop
+  thread-latency thread start -> first malloc -> exit, 20000 times
   all            every benchmark above
 
 options:
@@ -40,7 +44,10 @@ struct Alloc {
 }
 
 struct Row {
+    /// Binary to run.
     bench: &'static str,
+    /// Name in the table (the binary, or a named parameter set).
+    label: &'static str,
     threads: u32,
     args: Vec<String>,
 }
@@ -141,6 +148,7 @@ fn rows(bench: &str, o: &Opts) -> Result<Vec<Row>, String> {
                 .map_err(|_| format!("larson: threads `{}` is not a number", o.extra[6]))?;
             return Ok(vec![Row {
                 bench: "larson",
+                label: "larson",
                 threads: t,
                 args: o.extra.clone(),
             }]);
@@ -150,6 +158,7 @@ fn rows(bench: &str, o: &Opts) -> Result<Vec<Row>, String> {
             .into_iter()
             .map(|t| Row {
                 bench: "larson",
+                label: "larson",
                 threads: t,
                 args: [
                     secs.as_str(),
@@ -173,6 +182,7 @@ fn rows(bench: &str, o: &Opts) -> Result<Vec<Row>, String> {
         };
         vec![Row {
             bench: "random_mixed",
+            label: "random_mixed",
             threads: 1,
             args,
         }]
@@ -184,13 +194,55 @@ fn rows(bench: &str, o: &Opts) -> Result<Vec<Row>, String> {
             .into_iter()
             .map(|t| Row {
                 bench: "mid_large_mt",
+                label: "mid_large_mt",
                 threads: t,
                 args: vec![t.to_string(), "60000".into(), "256".into(), "1".into()],
             })
             .collect()
     };
+    let simple = |name: &'static str, threads: u32, args: &[&str]| Row {
+        bench: name,
+        label: name,
+        threads,
+        args: args.iter().map(|a| a.to_string()).collect(),
+    };
+    let churn = |o: &Opts| -> Vec<Row> {
+        o.threads
+            .clone()
+            .unwrap_or(vec![2])
+            .into_iter()
+            .map(|t| Row {
+                bench: "larson",
+                label: "larson-churn",
+                threads: t,
+                args: [
+                    secs.as_str(),
+                    "8",
+                    "128",
+                    "1024",
+                    "1",
+                    "12345",
+                    &t.to_string(),
+                ]
+                .map(String::from)
+                .to_vec(),
+            })
+            .collect()
+    };
+    let xthread = || {
+        vec![
+            simple("xthread", 2, &["1", "2000000", "1"]),
+            simple("xthread", 4, &["2", "1000000", "1"]),
+        ]
+    };
+    let st = || vec![simple("st_pair", 1, &["50000000", "32"])];
+    let tl = || vec![simple("thread_latency", 1, &["20000"])];
     match bench {
         "larson" => larson(o),
+        "larson-churn" => Ok(churn(o)),
+        "xthread" => Ok(xthread()),
+        "st-pair" => Ok(st()),
+        "thread-latency" => Ok(tl()),
         "random-mixed" => Ok(rm(o)),
         "mid-large-mt" => Ok(ml(o)),
         "all" => {
@@ -198,8 +250,12 @@ fn rows(bench: &str, o: &Opts) -> Result<Vec<Row>, String> {
                 return Err("`all` takes no benchmark arguments after `--`".into());
             }
             let mut r = larson(o)?;
+            r.extend(churn(o));
             r.extend(rm(o));
             r.extend(ml(o));
+            r.extend(xthread());
+            r.extend(st());
+            r.extend(tl());
             Ok(r)
         }
         other => Err(format!("unknown benchmark `{other}`\n\n{HELP}")),
@@ -395,7 +451,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
                 k += 1;
                 eprint!(
                     "\r\x1b[2K[{k}/{total}] {} {}T {:<14} run {}/{} ({:.0}s elapsed)",
-                    row.bench,
+                    row.label,
                     row.threads,
                     a.name,
                     run_i + 1,
@@ -475,7 +531,7 @@ fn table(rows: &[Row], allocs: &[Alloc], cells: &[Vec<Cell>], o: &Opts) -> Strin
     let _ = writeln!(s, " | hakmem/mimalloc | hakmem/best other");
     let _ = writeln!(s, "{}", "-".repeat(22 + allocs.len() * 29 + 38));
     for (ri, row) in rows.iter().enumerate() {
-        let _ = write!(s, "{:<22}", format!("{} {}T", row.bench, row.threads));
+        let _ = write!(s, "{:<22}", format!("{} {}T", row.label, row.threads));
         for c in &cells[ri] {
             if c.ops.is_empty() {
                 let _ = write!(s, " | {:>26}", "INVALID");
@@ -523,7 +579,7 @@ fn table(rows: &[Row], allocs: &[Alloc], cells: &[Vec<Cell>], o: &Opts) -> Strin
                 cells[ri][ai]
                     .invalid
                     .iter()
-                    .map(move |e| format!("  {} {}T {}: {e}", row.bench, row.threads, a.name))
+                    .map(move |e| format!("  {} {}T {}: {e}", row.label, row.threads, a.name))
             })
         })
         .collect();
@@ -553,7 +609,7 @@ fn to_json(name: &str, rows: &[Row], allocs: &[Alloc], cells: &[Vec<Cell>], o: &
         let _ = write!(
             s,
             "    {{\"bench\": \"{}\", \"threads\": {}, \"args\": [{}], \"results\": [",
-            row.bench,
+            row.label,
             row.threads,
             row.args
                 .iter()
@@ -620,7 +676,7 @@ fn to_svg(name: &str, rows: &[Row], allocs: &[Alloc], cells: &[Vec<Cell>]) -> St
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{} {}T</text>",
             gx + group_w * 0.4,
             top + plot_h + 16.0,
-            row.bench,
+            row.label,
             row.threads
         );
     }
