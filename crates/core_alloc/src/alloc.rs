@@ -5,6 +5,7 @@ use crate::heap::{self, empty_slab, Heap};
 use core::ptr::{self, NonNull};
 use registry::Region;
 use remote_queue::{Node, Push};
+use superslab::canary;
 use superslab::size_class::{stride, LUT_MAX};
 use superslab::{
     class_of, region_kind, BlockPtr, LargeRegion, RegionKind, Segment, Slab, UserPtr, CLASSES,
@@ -73,6 +74,7 @@ fn alloc_class(c: usize) -> Option<UserPtr> {
         if !b.is_null() {
             (*bin).head = (*b).next;
             (*bin).count -= 1;
+            canary::on_alloc(b);
             return Some(UserPtr::from_non_null(NonNull::new_unchecked(b.cast())));
         }
     }
@@ -102,6 +104,7 @@ fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
         if !b.is_null() {
             (*bin).head = (*b).next;
             (*bin).count -= 1;
+            canary::on_alloc(b);
             return Some(UserPtr::from_non_null(NonNull::new_unchecked(b.cast())));
         }
     }
@@ -130,6 +133,8 @@ fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
                         (*bin).count += n - 1;
                     }
                 }
+                // SAFETY: `first` is a free block of this class, now ours.
+                unsafe { canary::on_alloc(first.as_ptr()) };
                 return Some(UserPtr::from_non_null(first.cast()));
             }
             // Full: take it off the list and give ownership up until a free
@@ -221,6 +226,8 @@ pub fn free(region: Region, p: UserPtr) -> Result<(), FreeError> {
     // SAFETY: the calling thread's own cache (a sentinel's limit is 0, so it
     // is never written); `b` is a validated block of class `c`.
     unsafe {
+        let n = b.addr() as *mut Node;
+        canary::on_free(n);
         if (*bin).count < (*bin).limit {
             let n = b.into_user().as_ptr().cast::<Node>();
             (*n).next = (*bin).head;

@@ -504,6 +504,7 @@ pub fn init_thread_key() -> Option<libc::pthread_key_t> {
 /// Sets up the calling thread's heap (first slow path of a thread).
 #[cold]
 pub(crate) fn thread_init() -> Option<&'static Heap> {
+    superslab::canary::init();
     let key = init_thread_key()?;
     let heap = alloc_heap()?;
     set_current(heap);

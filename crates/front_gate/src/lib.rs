@@ -250,6 +250,7 @@ pub fn init() {
     if !os::page_size_ok() {
         os::fatal("unsupported page size", os::PAGE);
     }
+    core_alloc::init_canary();
     core_alloc::init_thread_key();
     core_alloc::register_fork_handlers();
     // Foreign pointers need glibc's functions; outside glibc there are none.

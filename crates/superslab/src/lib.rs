@@ -13,6 +13,7 @@
 //! pointer. It keeps no global state.
 #![cfg_attr(not(test), no_std)]
 
+pub mod canary;
 pub mod os;
 pub mod ptr;
 pub mod segment;

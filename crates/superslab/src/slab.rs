@@ -321,9 +321,11 @@ impl Slab {
             let mut p = bump;
             for _ in 1..n {
                 (*(p as *mut Node)).next = (p + stride) as *mut Node;
+                crate::canary::mark_free(p as *mut Node);
                 p += stride;
             }
             (*(p as *mut Node)).next = ptr::null_mut();
+            crate::canary::mark_free(p as *mut Node);
             *self.free.get() = bump as *mut Node;
             *self.bump.get() = bump + n * stride;
             true
