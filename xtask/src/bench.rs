@@ -449,15 +449,15 @@ pub fn bench(args: &[String]) -> Result<(), String> {
                 let ai = (j + run_i + ri) % allocs.len();
                 let a = &allocs[ai];
                 k += 1;
-                eprint!(
-                    "\r\x1b[2K[{k}/{total}] {} {}T {:<14} run {}/{} ({:.0}s elapsed)",
+                crate::progress(&format!(
+                    "[{k}/{total}] {} {}T {:<14} run {}/{} ({:.0}s elapsed)",
                     row.label,
                     row.threads,
                     a.name,
                     run_i + 1,
                     o.runs,
                     t0.elapsed().as_secs_f64()
-                );
+                ));
                 let cell = &mut cells[ri][ai];
                 match run_one(row, a) {
                     Ok((ops, rss, ident)) => {

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 mod bench;
 mod deps;
+mod soak;
 
 const HELP: &str = "\
 usage: cargo xtask <task>
@@ -21,6 +22,8 @@ tasks:
   test --quick  the same without clippy and loom
   bench       benchmarks against glibc, mimalloc, jemalloc, tcmalloc
               (`cargo xtask bench --help` for details)
+  soak        multi-threaded workloads many times under LD_PRELOAD,
+              counting failures (`cargo xtask soak --help`)
   help        this text
 ";
 
@@ -29,6 +32,7 @@ fn main() {
     let r = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
+        Some("soak") => soak::soak(&args[1..]),
         Some("help") | Some("-h") | Some("--help") | None => {
             print!("{HELP}");
             Ok(())
@@ -74,6 +78,17 @@ pub fn run(what: &str, c: &mut Command) -> Result<(), String> {
     }
 }
 
+/// Shows a progress line on stderr: rewritten in place on a terminal, one
+/// line per step otherwise (CI logs).
+pub fn progress(msg: &str) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K{msg}");
+    } else {
+        eprintln!("{msg}");
+    }
+}
+
 /// Path of the release LD_PRELOAD library.
 pub fn preload_so() -> PathBuf {
     root().join("target/release/libhakmem.so")
@@ -113,6 +128,10 @@ fn test(args: &[String]) -> Result<(), String> {
         cargo()
             .args(["test", "--workspace"])
             .env("HAKMEM_PRELOAD_SO", &so),
+    )?;
+    run(
+        "soak, short (5 rounds of each workload under LD_PRELOAD)",
+        cargo().args(["xtask", "soak", "--quick"]),
     )?;
     if !quick {
         run(
