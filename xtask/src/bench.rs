@@ -642,48 +642,54 @@ fn to_json(name: &str, rows: &[Row], allocs: &[Alloc], cells: &[Vec<Cell>], o: &
 }
 
 fn to_svg(name: &str, rows: &[Row], allocs: &[Alloc], cells: &[Vec<Cell>]) -> String {
-    const COLORS: [&str; 6] = [
-        "#d62728", "#ff9896", "#7f7f7f", "#1f77b4", "#2ca02c", "#9467bd",
-    ];
-    let (w, h, left, top, bottom) = (900.0, 420.0, 70.0, 40.0, 80.0);
+    let color = |a: &Alloc| match a.name {
+        "hakmem" => "#d62728",
+        "hakmem-linked" => "#ff9896",
+        "glibc" => "#7f7f7f",
+        "mimalloc" => "#1f77b4",
+        "jemalloc" => "#2ca02c",
+        _ => "#9467bd",
+    };
+    let (w, h, left, top, bottom) = (960.0, 440.0, 60.0, 40.0, 96.0);
     let plot_h = h - top - bottom;
     let group_w = (w - left - 20.0) / rows.len().max(1) as f64;
     let bar_w = (group_w * 0.8) / allocs.len() as f64;
-    let max = cells
-        .iter()
-        .flatten()
-        .map(|c| median(&c.ops))
-        .fold(1.0, f64::max);
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"22\" font-size=\"15\">{} — median throughput (ops/s), higher is better</text>\n",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"22\" font-size=\"14\">{}: median throughput relative to the fastest allocator of each row (higher is better)</text>\n",
         esc(name)
     );
     for i in 0..=4 {
-        let v = max * i as f64 / 4.0;
-        let y = top + plot_h - plot_h * i as f64 / 4.0;
-        let _ = writeln!(s, "<line x1=\"{left}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>", w - 20.0, left - 6.0, y + 4.0, human(v));
+        let v = i as f64 / 4.0;
+        let y = top + plot_h - plot_h * v;
+        let _ = writeln!(s, "<line x1=\"{left}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.2}x</text>", w - 20.0, left - 6.0, y + 4.0);
     }
     for (ri, row) in rows.iter().enumerate() {
         let gx = left + group_w * ri as f64 + group_w * 0.1;
-        for (ai, _) in allocs.iter().enumerate() {
+        let best = cells[ri]
+            .iter()
+            .map(|c| median(&c.ops))
+            .fold(0.0, f64::max)
+            .max(1e-9);
+        for (ai, a) in allocs.iter().enumerate() {
             let m = median(&cells[ri][ai].ops);
-            let bh = plot_h * m / max;
+            let bh = plot_h * m / best;
             let x = gx + bar_w * ai as f64;
-            let _ = writeln!(s, "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"{}\"><title>{}</title></rect>", top + plot_h - bh, bar_w * 0.9, COLORS[ai % COLORS.len()], human(m));
+            let _ = writeln!(s, "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"{}\"><title>{} ops/s ({:.2}x best)</title></rect>", top + plot_h - bh, bar_w * 0.9, color(a), human(m), m / best);
         }
+        // Stagger the labels so that neighbours never overlap.
         let _ = writeln!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{} {}T</text>",
             gx + group_w * 0.4,
-            top + plot_h + 16.0,
+            top + plot_h + 16.0 + 14.0 * (ri % 2) as f64,
             row.label,
             row.threads
         );
     }
     for (ai, a) in allocs.iter().enumerate() {
-        let x = left + 120.0 * ai as f64;
-        let y = h - 24.0;
-        let _ = writeln!(s, "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{y:.1}\">{}</text>", y - 10.0, COLORS[ai % COLORS.len()], x + 16.0, a.name);
+        let x = left + 130.0 * ai as f64;
+        let y = h - 20.0;
+        let _ = writeln!(s, "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{y:.1}\">{}</text>", y - 10.0, color(a), x + 16.0, a.name);
     }
     s.push_str("</svg>\n");
     s
