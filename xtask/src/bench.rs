@@ -325,11 +325,7 @@ fn allocators(o: &Opts) -> (Vec<Alloc>, Vec<String>) {
 }
 
 fn build() -> Result<(), String> {
-    let cargo = || {
-        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        c.current_dir(root());
-        c
-    };
+    let cargo = crate::cargo;
     run(
         "build libhakmem.so (release)",
         cargo().args(["build", "--release", "-p", "hakmem"]),

@@ -53,7 +53,8 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-fn cargo() -> Command {
+/// A `cargo` command in the workspace root.
+pub fn cargo() -> Command {
     let mut c = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
     c

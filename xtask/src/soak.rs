@@ -47,11 +47,7 @@ pub fn soak(args: &[String]) -> Result<(), String> {
     if quick {
         rounds = rounds.min(5);
     }
-    let cargo = || {
-        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        c.current_dir(root());
-        c
-    };
+    let cargo = crate::cargo;
     run(
         "build libhakmem.so (release)",
         cargo().args(["build", "--release", "-p", "hakmem"]),

@@ -1,7 +1,7 @@
 //! The allocation paths: small and medium blocks from the heap's slabs, large
 //! blocks mapped directly, plus realloc, aligned allocation and usable size.
 
-use crate::heap::{self, empty_slab, Heap};
+use crate::heap::{self, empty_slab, CacheBin, Heap};
 use core::ptr::{self, NonNull};
 use registry::Region;
 use remote_queue::{Node, Push};
@@ -66,9 +66,22 @@ fn malloc_big(size: usize) -> Option<UserPtr> {
 /// metadata, one branch).
 #[inline(always)]
 fn alloc_class(c: usize) -> Option<UserPtr> {
-    let bin = heap::current().cache_bin(c);
     // SAFETY: the calling thread's own cache; a sentinel's is empty and the
-    // miss path writes nothing. Cached nodes are free blocks of class `c`.
+    // miss path writes nothing.
+    if let Some(p) = unsafe { cache_pop(heap::current().cache_bin(c)) } {
+        return Some(p);
+    }
+    alloc_slow(c)
+}
+
+/// Pops a block from a thread cache bin, clearing its free mark.
+///
+/// # Safety
+/// `bin` is the calling thread's own bin (or the locked fallback heap's);
+/// its nodes are free blocks of its class.
+#[inline(always)]
+unsafe fn cache_pop(bin: *mut CacheBin) -> Option<UserPtr> {
+    // SAFETY: per the contract.
     unsafe {
         let b = (*bin).head;
         if !b.is_null() {
@@ -78,7 +91,23 @@ fn alloc_class(c: usize) -> Option<UserPtr> {
             return Some(UserPtr::from_non_null(NonNull::new_unchecked(b.cast())));
         }
     }
-    alloc_slow(c)
+    None
+}
+
+/// Pushes a validated, checked free block onto a thread cache bin.
+///
+/// # Safety
+/// `bin` is the calling thread's own bin with room (`count < limit`); `b` is
+/// a validated block of the bin's class, marked free.
+#[inline(always)]
+unsafe fn cache_push(bin: *mut CacheBin, b: BlockPtr) {
+    let n = b.into_user().as_ptr().cast::<Node>();
+    // SAFETY: per the contract.
+    unsafe {
+        (*n).next = (*bin).head;
+        (*bin).head = n;
+        (*bin).count += 1;
+    }
 }
 
 #[cold]
@@ -99,14 +128,8 @@ fn alloc_slow(c: usize) -> Option<UserPtr> {
 fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
     let bin = heap.cache_bin(c);
     // SAFETY: `heap` is the caller's own (or the locked fallback heap).
-    unsafe {
-        let b = (*bin).head;
-        if !b.is_null() {
-            (*bin).head = (*b).next;
-            (*bin).count -= 1;
-            canary::on_alloc(b);
-            return Some(UserPtr::from_non_null(NonNull::new_unchecked(b.cast())));
-        }
+    if let Some(p) = unsafe { cache_pop(bin) } {
+        return Some(p);
     }
     // SAFETY: as above.
     let batch = (unsafe { (*bin).limit } / 2).max(1);
@@ -229,10 +252,7 @@ pub fn free(region: Region, p: UserPtr) -> Result<(), FreeError> {
         let n = b.addr() as *mut Node;
         canary::on_free(n);
         if (*bin).count < (*bin).limit {
-            let n = b.into_user().as_ptr().cast::<Node>();
-            (*n).next = (*bin).head;
-            (*bin).head = n;
-            (*bin).count += 1;
+            cache_push(bin, b);
             return Ok(());
         }
     }
@@ -255,12 +275,7 @@ fn free_slow(heap: &'static Heap, region: Region, b: BlockPtr, c: usize) {
     let half = unsafe { (*bin).count / 2 }.max(1);
     heap.flush(c, half);
     // SAFETY: as in `free`; there is room now.
-    unsafe {
-        let n = b.into_user().as_ptr().cast::<Node>();
-        (*n).next = (*bin).head;
-        (*bin).head = n;
-        (*bin).count += 1;
-    }
+    unsafe { cache_push(bin, b) };
 }
 
 /// Returns a cached block of class `c` to its slab. The block was validated

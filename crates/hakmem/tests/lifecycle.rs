@@ -12,6 +12,8 @@
 //! exits 0 and prints `OK <scenario>`; it is killed after 60 s, so a deadlock
 //! is a failure too (with all-thread backtraces from gdb when gdb exists).
 
+mod common;
+use common::preload_lib;
 use std::fs;
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -22,30 +24,6 @@ use std::time::{Duration, Instant};
 
 /// A scenario still running after this long is killed and fails.
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root (CARGO_MANIFEST_DIR/../..) exists")
-}
-
-/// The library to preload; fails (never skips) when it does not exist.
-fn preload_lib() -> PathBuf {
-    let (path, origin) = match std::env::var_os("HAKMEM_PRELOAD_SO") {
-        Some(v) if !v.is_empty() => (PathBuf::from(v), "from $HAKMEM_PRELOAD_SO"),
-        _ => (
-            workspace_root().join("target/release/libhakmem.so"),
-            "default; set $HAKMEM_PRELOAD_SO to override",
-        ),
-    };
-    assert!(
-        path.is_file(),
-        "preload library {} ({origin}) does not exist: run `cargo build --release -p hakmem` first",
-        path.display()
-    );
-    std::path::absolute(&path).expect("absolute preload library path")
-}
 
 fn source(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

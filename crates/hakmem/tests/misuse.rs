@@ -10,24 +10,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn lib() -> PathBuf {
-    let p = std::env::var_os("HAKMEM_PRELOAD_SO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/release/libhakmem.so"));
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --release -p hakmem` first",
-        p.display()
-    );
-    p
-}
+mod common;
+use common::preload_lib as lib;
 
 fn program() -> PathBuf {
     static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();

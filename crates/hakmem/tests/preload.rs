@@ -7,6 +7,8 @@
 //! cargo's target tmp dir and are kept when a test fails. See
 //! `tests/preload/README.md` for what each program checks.
 
+mod common;
+use common::preload_lib;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Read;
@@ -23,32 +25,6 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(90);
 
 // ---------------------------------------------------------------------------
 // locating things
-
-fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root (CARGO_MANIFEST_DIR/../..) exists")
-}
-
-/// The library to preload. Fails (never skips) when it does not exist.
-fn preload_lib() -> PathBuf {
-    let (path, origin) = match std::env::var_os("HAKMEM_PRELOAD_SO") {
-        Some(v) if !v.is_empty() => (PathBuf::from(v), "from $HAKMEM_PRELOAD_SO"),
-        _ => (
-            workspace_root().join("target/release/libhakmem.so"),
-            "default; set $HAKMEM_PRELOAD_SO to override",
-        ),
-    };
-    assert!(
-        path.is_file(),
-        "preload library {} ({origin}) does not exist: run `cargo build --release -p hakmem` first",
-        path.display()
-    );
-    // ld.so wants an absolute path (a bare name would be searched for).
-    std::path::absolute(&path).expect("absolute preload library path")
-}
 
 /// Finds a program: absolute candidates are used as they are, bare names are
 /// searched in $PATH. Fails with the Debian package to install.

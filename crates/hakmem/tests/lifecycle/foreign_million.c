@@ -15,18 +15,7 @@
 #define OPS 1000000
 #define LIMIT_MIB 64
 
-static long rss_kib(void) {
-    char buf[128];
-    int fd = open("/proc/self/statm", O_RDONLY);
-    if (fd < 0) return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return -1;
-    buf[n] = 0;
-    long size, res;
-    if (sscanf(buf, "%ld %ld", &size, &res) != 2) return -1;
-    return res * (sysconf(_SC_PAGESIZE) / 1024);
-}
+#include "rss.h"
 
 int main(void) {
     void *libc = dlopen("libc.so.6", RTLD_NOLOAD | RTLD_LAZY);

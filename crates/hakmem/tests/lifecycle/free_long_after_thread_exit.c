@@ -17,18 +17,7 @@
 static unsigned char **ptrs;
 static size_t *sizes;
 
-static long rss_kib(void) {
-    char buf[128];
-    int fd = open("/proc/self/statm", O_RDONLY);
-    if (fd < 0) return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return -1;
-    buf[n] = 0;
-    long size, res;
-    if (sscanf(buf, "%ld %ld", &size, &res) != 2) return -1;
-    return res * (sysconf(_SC_PAGESIZE) / 1024);
-}
+#include "rss.h"
 
 static uint64_t rng = 88172645463325252ull;
 static uint64_t next(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }

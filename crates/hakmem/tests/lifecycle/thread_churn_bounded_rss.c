@@ -18,18 +18,7 @@
 #define HANDOFF 16     /* blocks each thread leaves for the next batch */
 #define LIMIT_MIB 32
 
-static long rss_kib(void) {
-    char buf[128];
-    int fd = open("/proc/self/statm", O_RDONLY);
-    if (fd < 0) return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return -1;
-    buf[n] = 0;
-    long size, res;
-    if (sscanf(buf, "%ld %ld", &size, &res) != 2) return -1;
-    return res * (sysconf(_SC_PAGESIZE) / 1024);
-}
+#include "rss.h"
 
 /* slot[b][i]: blocks left by thread b of the previous batch */
 static void *slot[2][BATCH][HANDOFF];
