@@ -324,16 +324,21 @@ fn allocators(o: &Opts) -> (Vec<Alloc>, Vec<String>) {
     (all, notes)
 }
 
-fn build() -> Result<(), String> {
-    let cargo = crate::cargo;
+/// Builds the LD_PRELOAD library and the benchmark programs (release).
+pub fn build_preload_and_programs() -> Result<(), String> {
     run(
         "build libhakmem.so (release)",
-        cargo().args(["build", "--release", "-p", "hakmem"]),
+        crate::cargo().args(["build", "--release", "-p", "hakmem"]),
     )?;
     run(
-        "build benchmarks (release)",
-        cargo().args(["build", "--release", "-p", "hakmem-benches", "--bins"]),
-    )?;
+        "build benchmark programs (release)",
+        crate::cargo().args(["build", "--release", "-p", "hakmem-benches", "--bins"]),
+    )
+}
+
+fn build() -> Result<(), String> {
+    let cargo = crate::cargo;
+    build_preload_and_programs()?;
     run(
         "build benchmarks linked to hakmem (release)",
         cargo().args([

@@ -3,7 +3,7 @@
 //! corruption or is not served by hakmem. The target is zero (lesson 17:
 //! 19 passes out of 20 is a failing allocator).
 
-use crate::{root, run};
+use crate::root;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -47,15 +47,7 @@ pub fn soak(args: &[String]) -> Result<(), String> {
     if quick {
         rounds = rounds.min(5);
     }
-    let cargo = crate::cargo;
-    run(
-        "build libhakmem.so (release)",
-        cargo().args(["build", "--release", "-p", "hakmem"]),
-    )?;
-    run(
-        "build workloads (release)",
-        cargo().args(["build", "--release", "-p", "hakmem-benches", "--bins"]),
-    )?;
+    crate::bench::build_preload_and_programs()?;
     let n = |full: &'static str, short: &'static str| if quick { short } else { full };
     let jobs = [
         Job {
