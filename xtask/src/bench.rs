@@ -439,6 +439,28 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         return Err("no allocator selected".into());
     }
     build()?;
+    // Reject bad benchmark arguments up front, with the program's own message,
+    // instead of reporting a table of invalid runs. A zero-second Larson run is
+    // cheap; the other programs validate before doing any work.
+    if let Some(row) = rows.iter().find(|r| r.bench == "larson") {
+        let mut args = row.args.clone();
+        args[0] = "0".into();
+        let out = Command::new(root().join("target/release/larson"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot start larson: {e}"))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(format!(
+                "larson rejected its arguments: {}",
+                err.lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("error: ")
+            ));
+        }
+    }
     let total = rows.len() * allocs.len() * o.runs;
     let mut cells = vec![vec![Cell::default(); allocs.len()]; rows.len()];
     let t0 = Instant::now();
@@ -475,6 +497,16 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         "\r\x1b[2Kdone: {total} runs in {:.0}s",
         t0.elapsed().as_secs_f64()
     );
+    if cells.iter().flatten().all(|c| c.ops.is_empty()) {
+        let first = cells
+            .iter()
+            .flatten()
+            .flat_map(|c| c.invalid.first())
+            .next()
+            .cloned()
+            .unwrap_or_default();
+        return Err(format!("no valid run at all; first failure: {first}"));
+    }
     let report = table(&rows, &allocs, &cells, &o);
     println!("{report}");
     for n in &notes {
