@@ -63,7 +63,12 @@ pub fn identify() -> (String, String) {
             // SAFETY: mimalloc's `int mi_version(void)`.
             let v =
                 unsafe { std::mem::transmute::<*mut c_void, extern "C" fn() -> libc::c_int>(f)() };
-            format!("mimalloc {}.{}.{}", v / 100, (v / 10) % 10, v % 10)
+            // 2.0.9 reports 209; from 2.1 on: major, two digits minor, two patch.
+            if v >= 10_000 {
+                format!("mimalloc {}.{}.{}", v / 10_000, (v / 100) % 100, v % 100)
+            } else {
+                format!("mimalloc {}.{}.{}", v / 100, (v / 10) % 10, v % 10)
+            }
         }
     } else if base.contains("jemalloc") {
         "jemalloc".into()

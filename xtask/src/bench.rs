@@ -27,6 +27,11 @@ options:
   --threads LIST  comma-separated thread counts (default per benchmark)
   --only LIST     allocators to run, e.g. hakmem,mimalloc (default: all found)
   --no-install    do not apt-get missing competitor libraries
+
+Allocators: hakmem (LD_PRELOAD), hakmem-linked, glibc, Debian's mimalloc
+2.0.9, jemalloc 5.3 and tcmalloc (gperftools 2.10), and the newest mimalloc
+3.3 and 2.3, built once from the crates.io package libmimalloc-sys into
+target/anchors/. Each run prints the allocator that served it.
 ";
 
 const LIBDIR: &str = "/usr/lib/x86_64-linux-gnu";
@@ -285,7 +290,7 @@ fn allocators(o: &Opts) -> (Vec<Alloc>, Vec<String>) {
         },
     ];
     let competitors = [
-        ("mimalloc", "libmimalloc.so.2", "libmimalloc2.0"),
+        ("mimalloc", "libmimalloc.so.2", "libmimalloc2.0"), // Debian's 2.0.9
         ("jemalloc", "libjemalloc.so.2", "libjemalloc2"),
         (
             "tcmalloc",
@@ -312,12 +317,31 @@ fn allocators(o: &Opts) -> (Vec<Alloc>, Vec<String>) {
                 name,
                 preload: Some(p),
                 linked: false,
-                expect: name,
+                // Debian's is 2.0.x; the newest builds must not pass for it.
+                expect: if name == "mimalloc" {
+                    "mimalloc 2.0."
+                } else {
+                    name
+                },
             });
         } else if wanted(name) {
             notes.push(format!(
                 "{name} not measured: not installed (apt-get install {pkg})"
             ));
+        }
+    }
+    for (name, built, expect) in crate::anchors::mimalloc_newest() {
+        if !wanted(name) {
+            continue;
+        }
+        match built {
+            Ok(p) => all.push(Alloc {
+                name,
+                preload: Some(p),
+                linked: false,
+                expect,
+            }),
+            Err(e) => notes.push(format!("{name} not measured: {e}")),
         }
     }
     all.retain(|a| wanted(a.name));
@@ -681,6 +705,8 @@ fn to_svg(name: &str, rows: &[Row], allocs: &[Alloc], cells: &[Vec<Cell>]) -> St
         "glibc" => "#7f7f7f",
         "mimalloc" => "#1f77b4",
         "jemalloc" => "#2ca02c",
+        "mimalloc-3.3" => "#17becf",
+        "mimalloc-2.3" => "#aec7e8",
         _ => "#9467bd",
     };
     let (w, h, left, top, bottom) = (960.0, 440.0, 60.0, 40.0, 96.0);

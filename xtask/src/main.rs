@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
 use std::time::Instant;
 
+mod anchors;
 mod bench;
 mod deps;
 mod soak;

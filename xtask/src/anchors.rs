@@ -1,0 +1,85 @@
+//! Builds the newest mimalloc releases into preloadable libraries, once
+//! (cached under `target/anchors/`), for `cargo xtask bench`.
+//!
+//! The C sources come from the crates.io package `libmimalloc-sys`, which
+//! vendors mimalloc 2.x and 3.x; `cargo vendor` unpacks it, and gcc compiles
+//! `src/static.c` with `MI_MALLOC_OVERRIDE` into a shared library, as
+//! mimalloc's own build does for its override library.
+
+use crate::{cargo, root};
+use std::path::PathBuf;
+use std::process::Command;
+
+const CRATE_VERSION: &str = "0.1.49";
+
+/// (name in tables, vendored directory, identity prefix the run must report)
+pub const MIMALLOC_NEWEST: [(&str, &str, &str); 2] = [
+    ("mimalloc-3.3", "v3", "mimalloc 3.3."),
+    ("mimalloc-2.3", "v2", "mimalloc 2.3."),
+];
+
+/// Paths of the built libraries, building what is missing. Errors say why a
+/// library could not be built (the benchmark then runs without it).
+pub fn mimalloc_newest() -> Vec<(&'static str, Result<PathBuf, String>, &'static str)> {
+    let dir = root().join("target/anchors");
+    MIMALLOC_NEWEST
+        .iter()
+        .map(|&(name, v, expect)| {
+            let so = dir.join(format!("libmimalloc-{v}.so"));
+            let r = if so.exists() {
+                Ok(so)
+            } else {
+                build(&dir, v).map(|()| so)
+            };
+            (name, r, expect)
+        })
+        .collect()
+}
+
+fn build(dir: &std::path::Path, v: &str) -> Result<(), String> {
+    let src = dir.join(format!("vendor/libmimalloc-sys/c_src/mimalloc/{v}"));
+    if !src.exists() {
+        let fetch = dir.join("fetch");
+        std::fs::create_dir_all(fetch.join("src")).map_err(|e| e.to_string())?;
+        std::fs::write(
+            fetch.join("Cargo.toml"),
+            format!("[package]\nname = \"anchor-fetch\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\n[dependencies]\nlibmimalloc-sys = \"={CRATE_VERSION}\"\n\n[workspace]\n"),
+        )
+        .map_err(|e| e.to_string())?;
+        std::fs::write(fetch.join("src/lib.rs"), "").map_err(|e| e.to_string())?;
+        let st = cargo()
+            .args(["vendor", "--quiet", "--manifest-path"])
+            .arg(fetch.join("Cargo.toml"))
+            .arg(dir.join("vendor"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("cargo vendor: {e}"))?;
+        if !st.success() {
+            return Err("cargo vendor libmimalloc-sys failed (no access to crates.io?)".into());
+        }
+    }
+    eprintln!("==> building mimalloc ({v}) from libmimalloc-sys {CRATE_VERSION} into target/anchors (once)");
+    let st = Command::new("cc")
+        .args([
+            "-O3",
+            "-DNDEBUG",
+            "-fPIC",
+            "-shared",
+            "-DMI_MALLOC_OVERRIDE",
+            "-DMI_SHARED_LIB",
+            "-DMI_SHARED_LIB_EXPORT",
+        ])
+        .args(["-ftls-model=initial-exec", "-fvisibility=hidden", "-I"])
+        .arg(src.join("include"))
+        .arg(src.join("src/static.c"))
+        .arg("-o")
+        .arg(dir.join(format!("libmimalloc-{v}.so")))
+        .arg("-lpthread")
+        .status()
+        .map_err(|e| format!("cc: {e} (install gcc)"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("cc failed building mimalloc {v}"))
+    }
+}
