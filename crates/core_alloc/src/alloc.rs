@@ -193,7 +193,8 @@ fn large(size: usize, align: usize) -> Option<UserPtr> {
 
 fn trim_for(heap: &'static Heap) -> bool {
     let local = !heap.is_sentinel() && heap.trim_local();
-    shared_pool::trim() | local
+    let parked = heap::drain_parked();
+    shared_pool::trim() | local | parked
 }
 
 /// Allocates `n * size` zeroed bytes; `None` on overflow or out of memory.

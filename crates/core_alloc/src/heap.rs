@@ -411,6 +411,60 @@ static CHUNK: HeapList = HeapList(Cell::new(ptr::null_mut()), Cell::new(0));
 static LIVE_HEAPS: AtomicUsize = AtomicUsize::new(0);
 const HEAP_CHUNK: usize = 64 * 1024;
 
+/// Heaps of exited threads kept whole (caches and owned slabs) for the next
+/// new thread: ownership is by heap address, so handing a heap over moves all
+/// its slabs at once, with no per-slab work and no pool traffic. At most
+/// `MAX_PARKED`; `malloc_trim` (and out-of-memory retries) drain them.
+static PARKED: HeapList = HeapList(Cell::new(ptr::null_mut()), Cell::new(0));
+const MAX_PARKED: usize = 8;
+
+/// Parks an exited thread's heap; false if the park is full.
+fn park_heap(h: &'static Heap) -> bool {
+    HEAPS_LOCK.lock();
+    let ok = PARKED.1.get() < MAX_PARKED;
+    if ok {
+        h.next_free.set(PARKED.0.get());
+        PARKED.0.set(h as *const Heap as *mut Heap);
+        PARKED.1.set(PARKED.1.get() + 1);
+    }
+    HEAPS_LOCK.unlock();
+    if ok {
+        LIVE_HEAPS.fetch_sub(1, Ordering::Relaxed);
+    }
+    ok
+}
+
+fn unpark_heap() -> Option<&'static Heap> {
+    HEAPS_LOCK.lock();
+    let h = PARKED.0.get();
+    if !h.is_null() {
+        // SAFETY: parked heaps are valid; lock held.
+        PARKED.0.set(unsafe { (*h).next_free.get() });
+        PARKED.1.set(PARKED.1.get() - 1);
+    }
+    HEAPS_LOCK.unlock();
+    if h.is_null() {
+        return None;
+    }
+    LIVE_HEAPS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: a parked heap is valid and used by no thread.
+    let heap = unsafe { &*h };
+    heap.next_free.set(ptr::null_mut());
+    Some(heap)
+}
+
+/// Gives every parked heap's memory back (thread caches flushed, slabs
+/// returned or published) and recycles the heaps. True if any was parked.
+pub(crate) fn drain_parked() -> bool {
+    let mut any = false;
+    while let Some(h) = unpark_heap() {
+        h.release_all();
+        recycle_heap(h);
+        any = true;
+    }
+    any
+}
+
 fn alloc_heap() -> Option<&'static Heap> {
     HEAPS_LOCK.lock();
     let mut h = FREE_HEAPS.0.get();
@@ -506,7 +560,10 @@ pub fn init_thread_key() -> Option<libc::pthread_key_t> {
 pub(crate) fn thread_init() -> Option<&'static Heap> {
     superslab::canary::init();
     let key = init_thread_key()?;
-    let heap = alloc_heap()?;
+    let heap = match unpark_heap() {
+        Some(h) => h,
+        None => alloc_heap()?,
+    };
     set_current(heap);
     // SAFETY: valid key; the value is our heap, passed back to thread_exit.
     unsafe { libc::pthread_setspecific(key, heap as *const Heap as *const libc::c_void) };
@@ -520,8 +577,10 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     let heap: &'static Heap = unsafe { &*(arg as *const Heap) };
     // From here on this thread allocates through the fallback heap.
     set_current(&DEAD.0);
-    heap.release_all();
-    recycle_heap(heap);
+    if !park_heap(heap) {
+        heap.release_all();
+        recycle_heap(heap);
+    }
 }
 
 /// True if the thread's heap has been torn down.
