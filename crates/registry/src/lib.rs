@@ -26,6 +26,7 @@ use core::ptr::{self, NonNull};
 
 #[cfg(not(loom))]
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
@@ -301,6 +302,74 @@ impl Registry {
     }
 }
 
+/// One byte per granule of the user address space for regions that are
+/// exactly one granule long (hakmem's segments): 0 means "no such region
+/// here", anything else is the tag it was registered with. Looking an
+/// address up is a single load, where [`Registry::lookup`] is three
+/// dependent ones; it is just as authoritative, because the byte is set only
+/// after the region is mapped and cleared before it is unmapped.
+///
+/// The map is 32 MiB of zero-initialised static memory (`.bss`); only the
+/// pages that hold bytes of registered granules are ever touched (one 4 KiB
+/// page covers 16 GiB of address space).
+#[cfg(not(loom))]
+pub struct GranuleMap {
+    tags: [core::sync::atomic::AtomicU8; 1 << INDEX_BITS],
+}
+
+#[cfg(not(loom))]
+impl GranuleMap {
+    /// An empty map (usable as a `static`; too large for a stack).
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Self {
+            tags: [const { core::sync::atomic::AtomicU8::new(0) }; 1 << INDEX_BITS],
+        }
+    }
+
+    /// The region at `addr` if a one-granule region is registered there.
+    #[inline(always)]
+    pub fn lookup(&self, addr: usize) -> Option<Region> {
+        let t = self
+            .tags
+            .get(addr >> GRANULE_SHIFT)?
+            .load(Ordering::Acquire);
+        if t == 0 {
+            return None;
+        }
+        let base = addr & !(GRANULE - 1);
+        // SAFETY: a registered granule's base is non-null (granule 0 is never
+        // registered: `set` refuses base 0).
+        let word = unsafe { NonNull::new_unchecked((base | t as usize) as *mut u8) };
+        Some(Region {
+            word,
+            end: base + GRANULE,
+        })
+    }
+
+    /// Records a one-granule region at `base` with a non-zero `tag`.
+    /// Call after the region is mapped and initialised.
+    pub fn set(&self, base: usize, tag: u8) -> Result<(), RegisterError> {
+        if base == 0 || !base.is_multiple_of(GRANULE) || tag == 0 {
+            return Err(RegisterError::Misaligned);
+        }
+        let slot = self
+            .tags
+            .get(base >> GRANULE_SHIFT)
+            .ok_or(RegisterError::OutOfRange)?;
+        slot.compare_exchange(0, tag, Ordering::Release, Ordering::Relaxed)
+            .map(|_| ())
+            .map_err(|_| RegisterError::Overlap)
+    }
+
+    /// Forgets the region at `base`. Call before it is unmapped.
+    pub fn clear(&self, base: usize) {
+        if let Some(slot) = self.tags.get(base >> GRANULE_SHIFT) {
+            slot.store(0, Ordering::Release);
+        }
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -354,6 +423,27 @@ mod tests {
         r.unregister(base, len);
         assert!(r.lookup(base).is_none());
         assert!(r.lookup(base + len - 1).is_none());
+    }
+
+    #[test]
+    fn granule_map_answers_like_the_registry() {
+        static M: GranuleMap = GranuleMap::new();
+        let base = 0x7f12_3440_0000usize & !(G - 1);
+        assert!(M.lookup(base).is_none());
+        M.set(base, 16).unwrap();
+        assert_eq!(M.set(base, 19), Err(RegisterError::Overlap));
+        assert_eq!(M.set(G + 1, 16), Err(RegisterError::Misaligned));
+        for a in [base, base + 1, base + G - 1] {
+            let r = M.lookup(a).unwrap();
+            assert_eq!(
+                (r.base().as_ptr() as usize, r.end(), r.tag()),
+                (base, base + G, 16)
+            );
+        }
+        assert!(M.lookup(base - 1).is_none() && M.lookup(base + G).is_none());
+        assert!(M.lookup(1 << 47).is_none() && M.lookup(usize::MAX).is_none());
+        M.clear(base);
+        assert!(M.lookup(base).is_none());
     }
 
     #[test]

@@ -113,6 +113,10 @@ unsafe impl LeafSource for OsLeaves {
 }
 
 static REGISTRY: Registry = Registry::new();
+/// One byte per granule for segments (exactly one granule each): a free's
+/// ownership test is a single load. Large regions and foreign pointers fall
+/// through to `REGISTRY`.
+static SEGMENT_MAP: registry::GranuleMap = registry::GranuleMap::new();
 
 /// The process's address map. Lookups are lock-free.
 #[inline(always)]
@@ -120,9 +124,18 @@ pub fn registry() -> &'static Registry {
     &REGISTRY
 }
 
-/// Looks `addr` up in the process registry.
+/// Looks `addr` up: the segment map first (one load), then the registry.
 #[inline(always)]
 pub fn lookup(addr: usize) -> Option<Region> {
+    match SEGMENT_MAP.lookup(addr) {
+        Some(r) => Some(r),
+        None => lookup_slow(addr),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn lookup_slow(addr: usize) -> Option<Region> {
     REGISTRY.lookup(addr)
 }
 
@@ -324,11 +337,11 @@ pub fn acquire(class: usize, owner: usize) -> Option<(&'static Slab, Source)> {
         // No slot anywhere: map a segment outside the lock, then retry.
         let seg = Segment::create(kind)?;
         // SAFETY: freshly created; we only read its shift.
-        register(
-            seg.as_ptr() as usize,
-            SEGMENT_SIZE,
-            unsafe { seg.as_ref() }.tag(),
-        );
+        let tag = unsafe { seg.as_ref() }.tag();
+        register(seg.as_ptr() as usize, SEGMENT_SIZE, tag);
+        if let Err(e) = SEGMENT_MAP.set(seg.as_ptr() as usize, tag) {
+            os::fatal(e.as_str(), seg.as_ptr() as usize);
+        }
         SEGMENTS.fetch_add(1, Ordering::Relaxed);
         let g = Guard::new();
         let l = g.lists();
@@ -388,6 +401,7 @@ pub fn release_empty(slab: &'static Slab, tok: OwnerToken<'static>) {
             l.dirty_bytes -= st.dirty_mask.count_ones() as usize * kind.slab_size();
             drop(g);
             let base = seg as *const Segment as usize;
+            SEGMENT_MAP.clear(base);
             REGISTRY.unregister(base, SEGMENT_SIZE);
             SEGMENTS.fetch_sub(1, Ordering::Relaxed);
             // SAFETY: every slot is free (so unowned and blockless) and the
@@ -485,6 +499,7 @@ pub fn trim() -> bool {
         l.dirty_bytes -= unsafe { seg.pool_state() }.dirty_mask.count_ones() as usize
             * seg.slab_kind().slab_size();
         drop(g);
+        SEGMENT_MAP.clear(victim as usize);
         REGISTRY.unregister(victim as usize, SEGMENT_SIZE);
         SEGMENTS.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: idle (every slot free), unlisted, unregistered.
