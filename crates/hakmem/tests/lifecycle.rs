@@ -13,12 +13,12 @@
 //! is a failure too (with all-thread backtraces from gdb when gdb exists).
 
 mod common;
-use common::preload_lib;
+use common::{describe, kill_group, preload_lib};
 use std::fs;
 use std::io::Read;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -75,31 +75,6 @@ fn compile(dir: &Path, name: &str, extra: &[&std::ffi::OsStr]) -> PathBuf {
     args.push("-ldl".as_ref());
     cc(&args);
     exe
-}
-
-fn describe(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exit {c}"),
-        (None, Some(s)) => format!(
-            "killed by signal {s}{}",
-            if status.core_dumped() {
-                " (core dumped)"
-            } else {
-                ""
-            }
-        ),
-        _ => format!("{status}"),
-    }
-}
-
-fn kill_group(child: &Child) {
-    let _ = Command::new("kill")
-        .arg("-KILL")
-        .arg("--")
-        .arg(format!("-{}", child.id()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// All-thread backtraces of a hung process, if gdb is installed.

@@ -8,13 +8,13 @@
 //! `tests/preload/README.md` for what each program checks.
 
 mod common;
-use common::preload_lib;
+use common::{describe, kill_group, preload_lib};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Read;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -101,34 +101,6 @@ struct Finished {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     elapsed: Duration,
-}
-
-fn describe(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exit {c}"),
-        (None, Some(s)) => format!(
-            "killed by signal {s}{}",
-            if status.core_dumped() {
-                " (core dumped)"
-            } else {
-                ""
-            }
-        ),
-        _ => format!("{status}"),
-    }
-}
-
-fn kill_group(child: &Child) {
-    // The child leads its own process group (process_group(0)), so this also
-    // reaches helpers it spawned (git's pack-objects, sort's workers, ...).
-    let _ = Command::new("kill")
-        .arg("-KILL")
-        .arg("--")
-        .arg(format!("-{}", child.id()))
-        .env_clear()
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// Runs `cmd` to completion (or until `STEP_TIMEOUT`), capturing stdout/stderr.

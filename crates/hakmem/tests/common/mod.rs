@@ -2,7 +2,9 @@
 //! LD_PRELOAD library.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -28,4 +30,34 @@ pub fn preload_lib() -> PathBuf {
         path.display()
     );
     std::path::absolute(&path).expect("absolute preload library path")
+}
+
+/// "exit N" or "killed by signal N", for failure messages.
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit {c}"),
+        (None, Some(s)) => format!(
+            "killed by signal {s}{}",
+            if status.core_dumped() {
+                " (core dumped)"
+            } else {
+                ""
+            }
+        ),
+        _ => format!("{status}"),
+    }
+}
+
+/// Kills the child's whole process group (the child must lead its own group).
+pub fn kill_group(child: &Child) {
+    // The child leads its own process group (process_group(0)), so this also
+    // reaches helpers it spawned (git's pack-objects, sort's workers, ...).
+    let _ = Command::new("kill")
+        .arg("-KILL")
+        .arg("--")
+        .arg(format!("-{}", child.id()))
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
