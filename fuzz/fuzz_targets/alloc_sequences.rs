@@ -23,7 +23,9 @@ struct Live {
 fn take(data: &mut &[u8], n: usize) -> u64 {
     let mut v = 0u64;
     for _ in 0..n {
-        let Some((&b, rest)) = data.split_first() else { return v };
+        let Some((&b, rest)) = data.split_first() else {
+            return v;
+        };
         v = v << 8 | b as u64;
         *data = rest;
     }
@@ -43,7 +45,10 @@ fn size_of_code(c: u64) -> usize {
 fn check_fill(p: *mut u8, n: usize, fill: u8) {
     // SAFETY: p is a live block of at least n bytes.
     let s = unsafe { std::slice::from_raw_parts(p, n) };
-    assert!(s.iter().all(|&b| b == fill), "block {p:p} lost its contents");
+    assert!(
+        s.iter().all(|&b| b == fill),
+        "block {p:p} lost its contents"
+    );
 }
 
 fuzz_target!(|input: &[u8]| {
@@ -60,10 +65,18 @@ fuzz_target!(|input: &[u8]| {
             0 | 1 => {
                 let size = size_of_code(arg).max(1);
                 let align = 1usize << ((arg >> 20) % 17); // 1 .. 64 KiB
-                let Ok(layout) = Layout::from_size_align(size, align) else { continue };
+                let Ok(layout) = Layout::from_size_align(size, align) else {
+                    continue;
+                };
                 let zeroed = op % 4 == 1;
                 // SAFETY: non-zero size.
-                let p = unsafe { if zeroed { a.alloc_zeroed(layout) } else { a.alloc(layout) } };
+                let p = unsafe {
+                    if zeroed {
+                        a.alloc_zeroed(layout)
+                    } else {
+                        a.alloc(layout)
+                    }
+                };
                 assert!(!p.is_null(), "allocation of {size} failed");
                 assert_eq!(p as usize % align, 0, "misaligned");
                 // SAFETY: p is live.
@@ -103,9 +116,18 @@ fuzz_target!(|input: &[u8]| {
                 unsafe { std::ptr::write_bytes(q, l.fill, new) };
                 let layout = Layout::from_size_align(new, l.layout.align()).unwrap();
                 if let Some((&s, o)) = live.range(..q as usize + new).next_back() {
-                    assert!(s + o.layout.size() <= q as usize, "realloc overlaps a live block");
+                    assert!(
+                        s + o.layout.size() <= q as usize,
+                        "realloc overlaps a live block"
+                    );
                 }
-                live.insert(q as usize, Live { layout, fill: l.fill });
+                live.insert(
+                    q as usize,
+                    Live {
+                        layout,
+                        fill: l.fill,
+                    },
+                );
                 slots[i] = q as usize;
             }
             _ => {}
