@@ -27,3 +27,106 @@ pub use alloc::{aligned, calloc, free, malloc, realloc, trim, usable_size, FreeE
 pub use heap::{
     fork_child, fork_parent, fork_prepare, init_thread_key, live_heaps, register_fork_handlers,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use superslab::{UserPtr, CLASSES};
+
+    fn region(p: UserPtr) -> registry::Region {
+        shared_pool::lookup(p.addr()).expect("hakmem owns its blocks")
+    }
+
+    #[test]
+    fn every_class_round_trips_with_its_usable_size() {
+        for l in CLASSES.iter() {
+            let size = l.stride as usize;
+            let p = malloc(size).expect("memory");
+            assert_eq!(p.addr() % 16, 0);
+            assert_eq!(usable_size(region(p), p), Ok(size));
+            // SAFETY: a fresh block of `size` bytes.
+            unsafe { core::ptr::write_bytes(p.as_ptr(), 0xab, size) };
+            free(region(p), p).unwrap();
+        }
+    }
+
+    #[test]
+    fn interior_pointers_are_refused_not_freed() {
+        let p = malloc(100).unwrap();
+        let inner = UserPtr::new((p.addr() + 16) as *mut u8).unwrap();
+        assert_eq!(free(region(inner), inner), Err(FreeError::NotBlockStart));
+        let big = malloc(1 << 20).unwrap();
+        let inner = UserPtr::new((big.addr() + 4096) as *mut u8).unwrap();
+        assert_eq!(free(region(inner), inner), Err(FreeError::NotBlockStart));
+        free(region(p), p).unwrap();
+        free(region(big), big).unwrap();
+    }
+
+    #[test]
+    fn realloc_keeps_contents_in_place_and_when_moving() {
+        let p = malloc(100).unwrap();
+        // SAFETY: 100 fresh bytes.
+        unsafe { core::ptr::write_bytes(p.as_ptr(), 7, 100) };
+        let same = realloc(region(p), p, 110, 16).unwrap().unwrap();
+        assert_eq!(same, p, "fits the same 112-byte class");
+        let moved = realloc(region(p), p, 5000, 16).unwrap().unwrap();
+        // SAFETY: the first 100 bytes were copied.
+        assert!(unsafe { core::slice::from_raw_parts(moved.as_ptr(), 100) }
+            .iter()
+            .all(|&b| b == 7));
+        let large = realloc(region(moved), moved, 300_000, 16).unwrap().unwrap();
+        // SAFETY: as above.
+        assert!(unsafe { core::slice::from_raw_parts(large.as_ptr(), 100) }
+            .iter()
+            .all(|&b| b == 7));
+        free(region(large), large).unwrap();
+    }
+
+    #[test]
+    fn aligned_calloc_and_large_blocks() {
+        for align in [32usize, 64, 4096, 65536, 1 << 20] {
+            let p = aligned(align, 1000).unwrap();
+            assert_eq!(p.addr() % align, 0, "align {align}");
+            free(region(p), p).unwrap();
+        }
+        let z = calloc(1000, 3).unwrap();
+        // SAFETY: 3000 zeroed bytes.
+        assert!(unsafe { core::slice::from_raw_parts(z.as_ptr(), 3000) }
+            .iter()
+            .all(|&b| b == 0));
+        free(region(z), z).unwrap();
+        assert!(calloc(usize::MAX / 2, 3).is_none(), "overflow");
+        let before = shared_pool::stats().large_regions;
+        let big = malloc(10 << 20).unwrap();
+        assert_eq!(shared_pool::stats().large_regions, before + 1);
+        free(region(big), big).unwrap();
+        assert_eq!(
+            shared_pool::stats().large_regions,
+            before,
+            "large blocks go back to the OS"
+        );
+    }
+
+    #[test]
+    fn blocks_freed_by_another_thread_come_home() {
+        let ptrs: std::vec::Vec<usize> = (0..10_000)
+            .map(|i| malloc(16 + i % 500).unwrap().addr())
+            .collect();
+        std::thread::spawn(move || {
+            for a in ptrs {
+                let p = UserPtr::new(a as *mut u8).unwrap();
+                free(region(p), p).unwrap();
+            }
+        })
+        .join()
+        .unwrap();
+        // The owner reuses them: allocating again does not need new segments.
+        let segs = shared_pool::stats().segments;
+        let again: std::vec::Vec<UserPtr> =
+            (0..10_000).map(|i| malloc(16 + i % 500).unwrap()).collect();
+        assert!(shared_pool::stats().segments <= segs + 1);
+        for p in again {
+            free(region(p), p).unwrap();
+        }
+    }
+}

@@ -256,3 +256,74 @@ pub fn init() {
     // Foreign pointers need glibc's functions; outside glibc there are none.
     external_guard::init();
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use core::ptr::null_mut;
+
+    fn errno_is(e: c_int) -> bool {
+        errno() == e
+    }
+
+    #[test]
+    fn c_semantics_of_the_entry_points() {
+        init();
+        let (a, b) = (malloc(0), malloc(0));
+        assert!(
+            !a.is_null() && !b.is_null() && a != b,
+            "malloc(0) is unique"
+        );
+        assert!(owns(a));
+        set_errno(0);
+        assert!(malloc(usize::MAX).is_null() && errno_is(libc::ENOMEM));
+        set_errno(0);
+        assert!(calloc(usize::MAX / 2, 3).is_null() && errno_is(libc::ENOMEM));
+        let mut out: *mut c_void = null_mut();
+        // SAFETY: valid out-pointer.
+        unsafe {
+            assert_eq!(posix_memalign(&mut out, 24, 8), libc::EINVAL);
+            assert_eq!(posix_memalign(&mut out, 0, 8), libc::EINVAL);
+            assert!(out.is_null(), "untouched on error");
+            assert_eq!(posix_memalign(&mut out, 4096, 8), 0);
+            assert_eq!(out as usize % 4096, 0);
+            free(out);
+        }
+        set_errno(0);
+        assert!(aligned_alloc(48, 96).is_null() && errno_is(libc::EINVAL));
+        let m = memalign(48, 10); // rounded up to 64, as glibc does
+        assert_eq!(m as usize % 64, 0);
+        let v = pvalloc(1);
+        assert_eq!(v as usize % 4096, 0);
+        // SAFETY: live blocks from above.
+        unsafe {
+            assert!(usable_size(v) >= 4096);
+            assert_eq!(usable_size(null_mut()), 0);
+            free(null_mut());
+            let r = realloc(null_mut(), 10);
+            assert!(!r.is_null());
+            assert!(realloc(r, 0).is_null(), "realloc(p, 0) frees, as glibc");
+            set_errno(0);
+            assert!(reallocarray(null_mut(), usize::MAX, 2).is_null() && errno_is(libc::ENOMEM));
+            for p in [a, b, m, v] {
+                free(p);
+            }
+        }
+    }
+
+    #[test]
+    fn foreign_pointers_go_to_glibc() {
+        init();
+        // In this test binary `libc::malloc` is glibc's own.
+        // SAFETY: plain libc allocation, handed to the guard through front_gate.
+        unsafe {
+            let p = libc::malloc(100);
+            assert!(!owns(p));
+            assert!(usable_size(p) >= 100);
+            let q = realloc(p, 10_000);
+            assert!(!q.is_null() && !owns(q));
+            free(q);
+        }
+    }
+}
