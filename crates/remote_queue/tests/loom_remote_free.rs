@@ -100,3 +100,77 @@ fn two_pushers_after_detach_wake_once() {
         assert_eq!(woke, 1);
     });
 }
+
+/// Orphan adoption (thread exit): the owner releases a partly used slab and
+/// publishes it on a pool list; an adopter takes it from the list and claims
+/// it, while another thread keeps freeing into it. The claim always succeeds
+/// (nobody else can hold a listed slab), a release never wakes anyone, and no
+/// block is lost.
+#[test]
+fn orphan_release_publish_and_adopt() {
+    loom::model(|| {
+        let q = Arc::new(RemoteQueue::new());
+        let pool = Arc::new(loom::sync::Mutex::new(Vec::<usize>::new()));
+        let tok = q.claim(1).unwrap();
+        let pusher = {
+            let q = q.clone();
+            // SAFETY: fresh node.
+            thread::spawn(move || assert_eq!(unsafe { q.push(node()) }, Push::Queued))
+        };
+        let adopter = {
+            let (q, pool) = (q.clone(), pool.clone());
+            thread::spawn(move || loop {
+                if pool.lock().unwrap().pop().is_some() {
+                    let t = q.claim(2).expect("a listed slab has no owner");
+                    let got = q.drain(&t).map_or(0, |d| len(d.head.as_ptr()));
+                    return (t.id(), got);
+                }
+                thread::yield_now();
+            })
+        };
+        // Owner exits: release, then publish.
+        q.release(tok);
+        pool.lock().unwrap().push(1);
+        pusher.join().unwrap();
+        let (id, got) = adopter.join().unwrap();
+        assert_eq!(id, 2);
+        // SAFETY: the adopter owns it now (id 2) and has finished.
+        let t = unsafe { q.assume_owned(2) };
+        let rest = q.drain(&t).map_or(0, |d| len(d.head.as_ptr()));
+        assert_eq!(got + rest, 1, "the remote free is drained exactly once");
+    });
+}
+
+/// Pool hand-off of a woken slab: after a detach, exactly one of two freeing
+/// threads is told it woke the slab, and that thread's claim always succeeds
+/// (a detached slab is on no list, so no adopter competes); the other block
+/// is drained by the new owner.
+#[test]
+fn woken_slab_is_claimed_by_its_waker() {
+    loom::model(|| {
+        let q = Arc::new(RemoteQueue::new());
+        q.detach(q.claim(1).unwrap()).unwrap();
+        let hs: Vec<_> = (0..2usize)
+            .map(|i| {
+                let q = q.clone();
+                thread::spawn(move || {
+                    // SAFETY: fresh node.
+                    if unsafe { q.push(node()) } == Push::Woke {
+                        let t = q.claim(10 + i).expect("the waker's claim cannot fail");
+                        Some(q.drain(&t).map_or(0, |d| len(d.head.as_ptr())))
+                    } else {
+                        None
+                    }
+                })
+            })
+            .collect();
+        let results: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        let wakers: Vec<_> = results.iter().flatten().collect();
+        assert_eq!(wakers.len(), 1, "exactly one waker");
+        let owner = q.owner();
+        // SAFETY: the waker owns the queue and has finished.
+        let t = unsafe { q.assume_owned(owner) };
+        let rest = q.drain(&t).map_or(0, |d| len(d.head.as_ptr()));
+        assert_eq!(*wakers[0] + rest, 2, "both frees reach the new owner");
+    });
+}
