@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Other threads touch only `remote` (on its own cache line) and the read-only
-//! read-mostly `stride`/`span`/`class`/magic/`base` used to validate a pointer.
+//! read-mostly `stride`/`class`/`base` used to validate a pointer (with the
+//! class's row of the static [`CHECKS`] table).
 //!
 //! Counters (lesson 8): `used` is the number of blocks outside the slab's own
 //! free list: held by the program, sitting in a thread cache, or in flight
@@ -50,19 +51,14 @@ pub struct Slab {
     heap_prev: UnsafeCell<*mut Slab>,
     _pad0: [u64; 2],
     // ---- line 1: read-mostly (written when formatted) ----
-    /// Block stride (0 while the slab has no class).
+    /// Block stride (0 while the slab has no class; gates `block_of`).
     stride: AtomicU32,
-    /// Bytes of blocks: capacity * stride.
-    span: AtomicU32,
-    /// Size class (meaningful only while `stride != 0`).
+    /// Size class (meaningful only while `stride != 0`); validation reads
+    /// the class's row of [`CHECKS`], the one block-start table.
     class: AtomicU32,
-    /// Block-start test without a division: the three parts of [`DivMagic`].
-    inv: AtomicU32,
-    rot: AtomicU32,
-    limit: AtomicU32,
     /// First byte of the slab's blocks (set when the segment is created).
     base: AtomicUsize,
-    _pad1: [u64; 3],
+    _pad1: [u64; 5],
     /// Frees from other threads (its `head` word starts line 2), and the
     /// ownership word (the last word of this read-mostly line).
     pub remote: RemoteQueue,
@@ -208,13 +204,9 @@ impl Slab {
             heap_prev: UnsafeCell::new(ptr::null_mut()),
             _pad0: [0; 2],
             stride: AtomicU32::new(0),
-            span: AtomicU32::new(0),
             class: AtomicU32::new(0),
-            inv: AtomicU32::new(0),
-            rot: AtomicU32::new(0),
-            limit: AtomicU32::new(0),
             base: AtomicUsize::new(0),
-            _pad1: [0; 3],
+            _pad1: [0; 5],
             remote: RemoteQueue::new(),
             pool_next: UnsafeCell::new(ptr::null_mut()),
         }
@@ -256,14 +248,9 @@ impl Slab {
             *self.bump.get() = base;
             *self.bump_end.get() = base + l.capacity as usize * l.stride as usize;
         }
-        // Everything else before `span`, which gates `block_of`.
-        let m = DivMagic::new(l.stride);
+        // The class before `stride`, which gates `block_of`.
         self.class.store(class as u32, Relaxed);
-        self.inv.store(m.inv, Relaxed);
-        self.rot.store(m.shift, Relaxed);
-        self.limit.store(m.limit.min(0xffff), Relaxed);
         self.stride.store(l.stride, Relaxed);
-        self.span.store(l.capacity * l.stride, Relaxed);
         let seg = crate::Segment::of_slab(self);
         seg.set_slot_class(seg.slot_of(self), class);
     }
@@ -407,30 +394,16 @@ impl Slab {
     /// registry and the segment layout.
     #[inline]
     pub fn block_of(&self, p: UserPtr) -> Result<BlockPtr, BadPointer> {
-        let off = p.addr().wrapping_sub(self.base.load(Relaxed));
-        // `span` is 0 while classless, so this also rejects unused slabs.
-        if off >= self.span.load(Relaxed) as usize {
-            return Err(if self.stride.load(Relaxed) == 0 {
-                BadPointer::SlabUnused
-            } else {
-                BadPointer::NotBlockStart
-            });
+        if self.stride.load(Relaxed) == 0 {
+            return Err(BadPointer::SlabUnused);
         }
-        let q = (off as u32)
-            .wrapping_mul(self.inv.load(Relaxed))
-            .rotate_right(self.rot.load(Relaxed));
-        if q > self.limit.load(Relaxed) {
+        let off = p.addr().wrapping_sub(self.base.load(Relaxed));
+        let k = &CHECKS[self.class.load(Relaxed) as usize];
+        // `accepts` masks to the slab size; reject what lies past it first.
+        if off > k.slab_mask as usize || !k.accepts(off as u32) {
             return Err(BadPointer::NotBlockStart);
         }
         Ok(BlockPtr::from_raw(p.as_non_null()))
-    }
-
-    /// The class of a slab that just accepted a pointer in
-    /// [`block_of`](Self::block_of) (so it has one): one load, no test.
-    #[inline(always)]
-    pub fn live_class(&self) -> usize {
-        debug_assert!(self.stride.load(Relaxed) != 0);
-        self.class.load(Relaxed) as usize
     }
 
     /// Pushes a block freed by a thread that does not own the slab.
