@@ -24,7 +24,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use registry::{LeafSource, Region, Registry, LEAF_BYTES};
 use remote_queue::OwnerToken;
-use superslab::{os, LargeRegion, Segment, Slab, SlabKind, CLASSES, NUM_CLASSES, SEGMENT_SIZE};
+use superslab::{os, LargeRegion, Segment, Slab, SlabKind, CLASSES, NUM_CLASSES};
 
 // Segments are registry granules: one segment, one registry entry.
 const _: () = assert!(superslab::SEGMENT_SHIFT == registry::GRANULE_SHIFT);
@@ -113,16 +113,10 @@ unsafe impl LeafSource for OsLeaves {
 }
 
 static REGISTRY: Registry = Registry::new();
-/// One byte per granule for segments (exactly one granule each): a free's
-/// ownership test is a single load. Large regions and foreign pointers fall
-/// through to `REGISTRY`.
+/// One byte per granule for segments (exactly one granule each), the only
+/// record of them: a free's ownership test is a single load. Large regions
+/// live in `REGISTRY`; foreign pointers miss both.
 static SEGMENT_MAP: registry::GranuleMap = registry::GranuleMap::new();
-
-/// The process's address map. Lookups are lock-free.
-#[inline(always)]
-pub fn registry() -> &'static Registry {
-    &REGISTRY
-}
 
 /// Looks `addr` up: the segment map first (one load), then the registry.
 #[inline(always)]
@@ -338,7 +332,8 @@ pub fn acquire(class: usize, owner: usize) -> Option<(&'static Slab, Source)> {
         let seg = Segment::create(kind)?;
         // SAFETY: freshly created; we only read its shift.
         let tag = unsafe { seg.as_ref() }.tag();
-        register(seg.as_ptr() as usize, SEGMENT_SIZE, tag);
+        // Segments live in the granule map only (one granule each); the
+        // two-level registry holds large regions.
         if let Err(e) = SEGMENT_MAP.set(seg.as_ptr() as usize, tag) {
             os::fatal(e.as_str(), seg.as_ptr() as usize);
         }
@@ -402,7 +397,6 @@ pub fn release_empty(slab: &'static Slab, tok: OwnerToken<'static>) {
             drop(g);
             let base = seg as *const Segment as usize;
             SEGMENT_MAP.clear(base);
-            REGISTRY.unregister(base, SEGMENT_SIZE);
             SEGMENTS.fetch_sub(1, Ordering::Relaxed);
             // SAFETY: every slot is free (so unowned and blockless) and the
             // segment is off every list and unregistered.
@@ -500,7 +494,6 @@ pub fn trim() -> bool {
             * seg.slab_kind().slab_size();
         drop(g);
         SEGMENT_MAP.clear(victim as usize);
-        REGISTRY.unregister(victim as usize, SEGMENT_SIZE);
         SEGMENTS.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: idle (every slot free), unlisted, unregistered.
         unsafe { Segment::destroy(NonNull::new_unchecked(victim)) };
