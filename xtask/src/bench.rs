@@ -401,15 +401,7 @@ fn run_one(row: &Row, a: &Alloc) -> Result<(f64, u64, String), String> {
     let out = c
         .output()
         .map_err(|e| format!("cannot start {}: {e}", row.bench))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(format!(
-            "exit {}: {}",
-            out.status,
-            err.lines().last().unwrap_or("").trim()
-        ));
-    }
+    let text = crate::finished_output(&out)?;
     let field = |p: &str| text.lines().find_map(|l| l.strip_prefix(p)).map(str::trim);
     let ident = field("allocator:")
         .ok_or("no `allocator:` line")?

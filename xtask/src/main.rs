@@ -91,6 +91,20 @@ pub fn progress(msg: &str) {
     }
 }
 
+/// The stdout of a finished workload process, or why it failed, in one line
+/// (its status and the last line it wrote to stderr).
+pub fn finished_output(out: &std::process::Output) -> Result<String, String> {
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "{}: {}",
+            out.status,
+            err.lines().last().unwrap_or("").trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Path of the release LD_PRELOAD library.
 pub fn preload_so() -> PathBuf {
     root().join("target/release/libhakmem.so")

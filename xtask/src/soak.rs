@@ -143,15 +143,7 @@ fn run_job(j: &Job, so: &std::path::Path) -> Result<(), String> {
         }
     }
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(format!(
-            "{}: {}",
-            out.status,
-            err.lines().last().unwrap_or("").trim()
-        ));
-    }
+    let text = crate::finished_output(&out)?;
     match text.lines().find_map(|l| l.strip_prefix("allocator:")) {
         Some(a) if a.trim_start().starts_with("hakmem") => {}
         other => return Err(format!("not served by hakmem: {other:?}")),

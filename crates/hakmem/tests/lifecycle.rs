@@ -13,7 +13,7 @@
 //! is a failure too (with all-thread backtraces from gdb when gdb exists).
 
 mod common;
-use common::{describe, kill_group, preload_lib};
+use common::{describe, kill_group, preload_lib, tail};
 use std::fs;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -88,18 +88,6 @@ fn backtraces(pid: u32) -> String {
         Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
         Err(e) => format!("(no backtrace: cannot run gdb: {e})"),
     }
-}
-
-fn tail(bytes: &[u8], max: usize) -> String {
-    let s = String::from_utf8_lossy(bytes);
-    if s.len() <= max {
-        return s.into_owned();
-    }
-    let mut cut = s.len() - max;
-    while !s.is_char_boundary(cut) {
-        cut += 1;
-    }
-    format!("...{}", &s[cut..])
 }
 
 /// Runs `exe` under the preload and asserts exit 0 and the line `OK <test>`.

@@ -8,7 +8,7 @@
 //! `tests/preload/README.md` for what each program checks.
 
 mod common;
-use common::{describe, kill_group, preload_lib};
+use common::{describe, kill_group, preload_lib, tail};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Read;
@@ -248,18 +248,6 @@ fn transcript(records: &[Record]) -> Vec<u8> {
         t.extend_from_slice(format!("\n[{}]\n", r.status).as_bytes());
     }
     t
-}
-
-fn tail(bytes: &[u8], max: usize) -> String {
-    let s = String::from_utf8_lossy(bytes);
-    if s.len() <= max {
-        return s.into_owned();
-    }
-    let mut cut = s.len() - max;
-    while !s.is_char_boundary(cut) {
-        cut += 1;
-    }
-    format!("...{}", &s[cut..])
 }
 
 fn first_difference(a: &[u8], b: &[u8]) -> String {

@@ -61,3 +61,16 @@ pub fn kill_group(child: &Child) {
         .stderr(Stdio::null())
         .status();
 }
+
+/// The last `max` bytes of a program's output, as text.
+pub fn tail(bytes: &[u8], max: usize) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    if s.len() <= max {
+        return s.into_owned();
+    }
+    let mut cut = s.len() - max;
+    while !s.is_char_boundary(cut) {
+        cut += 1;
+    }
+    format!("...{}", &s[cut..])
+}

@@ -17,18 +17,7 @@
 #define MIB ((size_t)1 << 20)
 #define ROOM (256 * MIB)
 
-static long statm_field(int which) {
-    char buf[128];
-    int fd = open("/proc/self/statm", O_RDONLY);
-    if (fd < 0) return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return -1;
-    buf[n] = 0;
-    long size, res;
-    if (sscanf(buf, "%ld %ld", &size, &res) != 2) return -1;
-    return (which ? res : size) * sysconf(_SC_PAGESIZE);
-}
+#include "rss.h"
 
 /* allocate blocks of size n until NULL or `cap` blocks; returns count and the
  * chain; *err gets errno of the failing call (0 if the cap was reached) */
