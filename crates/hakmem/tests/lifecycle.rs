@@ -13,9 +13,8 @@
 //! is a failure too (with all-thread backtraces from gdb when gdb exists).
 
 mod common;
-use common::{describe, kill_group, preload_lib, tail};
+use common::{describe, drain_output, kill_group, preload_lib, tail};
 use std::fs;
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -103,18 +102,7 @@ fn run_preloaded(test: &str, exe: &Path, dir: &Path) {
         .process_group(0)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let out_t = thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = out.read_to_end(&mut b);
-        b
-    });
-    let err_t = thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = err.read_to_end(&mut b);
-        b
-    });
+    let (out_t, err_t) = drain_output(&mut child);
     let mut hang_bt = String::new();
     let status = loop {
         match child.try_wait().expect("wait for child") {

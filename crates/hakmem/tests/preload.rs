@@ -8,10 +8,9 @@
 //! `tests/preload/README.md` for what each program checks.
 
 mod common;
-use common::{describe, kill_group, preload_lib, tail};
+use common::{describe, drain_output, kill_group, preload_lib, tail};
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -119,18 +118,7 @@ fn execute(mut cmd: Command, stdin: Option<&Path>) -> Finished {
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", cmd.get_program().to_string_lossy()));
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let out_t = thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = out.read_to_end(&mut b);
-        b
-    });
-    let err_t = thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = err.read_to_end(&mut b);
-        b
-    });
+    let (out_t, err_t) = drain_output(&mut child);
     let status = loop {
         match child.try_wait().expect("wait for child") {
             Some(st) => break describe(st),

@@ -2,9 +2,11 @@
 //! LD_PRELOAD library.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -73,4 +75,20 @@ pub fn tail(bytes: &[u8], max: usize) -> String {
         cut += 1;
     }
     format!("...{}", &s[cut..])
+}
+
+/// Reads a child's piped stdout and stderr on two threads (so neither pipe
+/// can fill up and block it); join the handles for the bytes.
+pub fn drain_output(child: &mut Child) -> (JoinHandle<Vec<u8>>, JoinHandle<Vec<u8>>) {
+    fn read_all(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = r.read_to_end(&mut b);
+            b
+        })
+    }
+    (
+        read_all(child.stdout.take().expect("piped stdout")),
+        read_all(child.stderr.take().expect("piped stderr")),
+    )
 }
