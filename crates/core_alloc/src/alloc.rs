@@ -3,7 +3,7 @@
 
 use crate::heap::{self, empty_slab, CacheBin, Heap};
 use core::ptr::{self, NonNull};
-use registry::Region;
+use registry::{Granule, Region};
 use remote_queue::{Node, Push};
 use superslab::canary;
 use superslab::size_class::{stride, LUT_MAX};
@@ -37,6 +37,19 @@ impl FreeError {
             Self::NotBlockStart => "invalid free: pointer is inside a block, not at its start",
             Self::NoBlockHere => "invalid free: pointer is not in any allocated block",
         }
+    }
+}
+
+/// The allocation fast path: a block from the calling thread's cache if
+/// `size` is small and the cache has one; `None` otherwise (then call
+/// [`malloc`]). No call, no stack frame: one TLS load and a list pop.
+#[inline(always)]
+pub fn malloc_fast(size: usize) -> Option<UserPtr> {
+    if size <= LUT_MAX {
+        // SAFETY: the calling thread's own cache; a sentinel's is empty.
+        unsafe { cache_pop(heap::current().cache_bin(class_of(size))) }
+    } else {
+        None
     }
 }
 
@@ -231,9 +244,19 @@ pub fn aligned(align: usize, size: usize) -> Option<UserPtr> {
     large(size, align)
 }
 
+/// Frees a block of a segment found through the segment granule map: the
+/// free fast path. `p` is validated as a block start of the segment (reading
+/// the segment's class map and a static table); if it is not one, nothing
+/// is freed and the reason is returned.
+#[inline(always)]
+pub fn free_granule(g: Granule, p: UserPtr) -> Result<(), FreeError> {
+    // SAFETY: the granule map records only live segments, tagged with their
+    // slab shift, and `p` lies in the granule `g` was found for.
+    unsafe { free_in_segment(g.base(), g.tag(), p) }
+}
+
 /// Frees a block. `region` is the registry's proof that `p` is in a hakmem
 /// region; `p` itself is still validated as a block start.
-#[inline(always)]
 pub fn free(region: Region, p: UserPtr) -> Result<(), FreeError> {
     let tag = region.tag();
     if tag == TAG_LARGE {
@@ -241,23 +264,34 @@ pub fn free(region: Region, p: UserPtr) -> Result<(), FreeError> {
     }
     // SAFETY: the registry only knows live regions created by superslab.
     debug_assert_eq!(unsafe { region_kind(region.base()) }, RegionKind::Segment);
-    // SAFETY: the registry proves `p` lies in a live segment whose tag is its
-    // slab shift. Validation reads the segment's class map, not the slab.
-    let (b, c) =
-        unsafe { Segment::block_at(region.base(), p.addr(), tag) }.map_err(FreeError::from)?;
+    // SAFETY: the registry proves `p` lies in a live segment whose tag is
+    // its slab shift.
+    unsafe { free_in_segment(region.base(), tag, p) }
+}
+
+/// `free`'s segment path; see [`free_granule`].
+///
+/// # Safety
+/// `base` is a live segment's base, `tag` its slab shift, and `p` lies in
+/// the segment.
+#[inline(always)]
+unsafe fn free_in_segment(base: NonNull<u8>, tag: u8, p: UserPtr) -> Result<(), FreeError> {
+    // Validation reads the segment's class map, not the slab.
+    // SAFETY: per the contract.
+    let (b, c) = unsafe { Segment::block_at(base, p.addr(), tag) }?;
     let heap = heap::current();
     let bin = heap.cache_bin(c);
     // SAFETY: the calling thread's own cache (a sentinel's limit is 0, so it
     // is never written); `b` is a validated block of class `c`.
     unsafe {
         let n = b.addr() as *mut Node;
-        canary::on_free(n);
+        canary::on_free(n, heap.key());
         if (*bin).count < (*bin).limit {
             cache_push(bin, b);
             return Ok(());
         }
     }
-    free_slow(heap, region, b, c);
+    free_slow(heap, base, tag, b, c);
     Ok(())
 }
 
@@ -265,10 +299,10 @@ pub fn free(region: Region, p: UserPtr) -> Result<(), FreeError> {
 /// blocks' slabs, then cache `b`.
 #[cold]
 #[inline(never)]
-fn free_slow(heap: &'static Heap, region: Region, b: BlockPtr, c: usize) {
+fn free_slow(heap: &'static Heap, base: NonNull<u8>, tag: u8, b: BlockPtr, c: usize) {
     if heap.is_sentinel() {
-        // SAFETY: `b` was validated in the live segment `region`.
-        let s = unsafe { Segment::slab_at(region.base(), b.addr(), region.tag()) };
+        // SAFETY: `b` was validated in the live segment at `base` (tag `tag`).
+        let s = unsafe { Segment::slab_at(base, b.addr(), tag) };
         return free_to_slab(heap, s, b);
     }
     let bin = heap.cache_bin(c);

@@ -82,6 +82,12 @@ const EMPTY_BIN: CacheBin = CacheBin {
 /// whoever holds `FALLBACK_LOCK`).
 #[repr(C, align(64))]
 pub struct Heap {
+    /// A copy of the double-free canary's secret (`superslab::canary::key`),
+    /// on the line of the first cache bins: `free` reads it from the heap it
+    /// has just found instead of through the GOT. Set when the heap is made;
+    /// the sentinels' copies are set by [`init_canary`].
+    key: AtomicUsize,
+    _pad: usize,
     /// Per class: the thread cache (the fast paths use only this).
     cache: UnsafeCell<[CacheBin; NUM_CLASSES]>,
     /// Per class: the head of the list of owned slabs with (possibly) free
@@ -94,12 +100,15 @@ pub struct Heap {
 
 #[repr(transparent)]
 struct SyncHeap(Heap);
-// SAFETY: the sentinels are never written: their bins all point at
-// EMPTY_SLAB, so every allocation misses and switches heaps first.
+// SAFETY: the sentinels are never written except their atomic `key`: their
+// bins all point at EMPTY_SLAB and their cache limits are 0, so every
+// allocation misses and switches heaps first, and no free pushes into them.
 unsafe impl Sync for SyncHeap {}
 
 const fn sentinel(state: usize) -> Heap {
     Heap {
+        key: AtomicUsize::new(0),
+        _pad: 0,
         cache: UnsafeCell::new([EMPTY_BIN; NUM_CLASSES]),
         bins: UnsafeCell::new([&EMPTY_SLAB.0 as *const Slab; NUM_CLASSES]),
         state,
@@ -203,6 +212,12 @@ impl Heap {
         // SAFETY: in bounds (callers pass class indices); raw pointer, no
         // reference is created.
         unsafe { (self.cache.get() as *mut CacheBin).add(c) }
+    }
+
+    /// The canary secret (see the field).
+    #[inline(always)]
+    pub(crate) fn key(&self) -> usize {
+        self.key.load(Ordering::Relaxed)
     }
 
     /// Returns up to `n` cached blocks of class `c` to their slabs.
@@ -493,6 +508,7 @@ fn alloc_heap() -> Option<&'static Heap> {
     // SAFETY: `h` is a valid heap that no thread uses.
     let heap = unsafe { &mut *h };
     heap.next_free.set(ptr::null_mut());
+    heap.key.store(superslab::canary::key(), Ordering::Relaxed);
     for c in 0..NUM_CLASSES {
         heap.set_bin(c, empty_slab());
         // SAFETY: nobody else uses this heap yet.
@@ -558,7 +574,7 @@ pub fn init_thread_key() -> Option<libc::pthread_key_t> {
 /// Sets up the calling thread's heap (first slow path of a thread).
 #[cold]
 pub(crate) fn thread_init() -> Option<&'static Heap> {
-    superslab::canary::init();
+    init_canary();
     let key = init_thread_key()?;
     let heap = match unpark_heap() {
         Some(h) => h,
@@ -581,6 +597,16 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
         heap.release_all();
         recycle_heap(heap);
     }
+}
+
+/// Reads the canary secret (once per process) and copies it into the
+/// sentinel heaps, whose `free`s check and write canaries too. Real heaps copy
+/// it when they are made, which is always after this ran.
+pub fn init_canary() {
+    superslab::canary::init();
+    let k = superslab::canary::key();
+    NEW.0.key.store(k, Ordering::Relaxed);
+    DEAD.0.key.store(k, Ordering::Relaxed);
 }
 
 /// True if the thread's heap has been torn down.

@@ -21,11 +21,12 @@
 mod alloc;
 mod heap;
 
-pub use superslab::canary::init as init_canary;
-
-pub use alloc::{aligned, calloc, free, malloc, realloc, trim, usable_size, FreeError};
+pub use alloc::{
+    aligned, calloc, free, free_granule, malloc, malloc_fast, realloc, trim, usable_size, FreeError,
+};
 pub use heap::{
-    fork_child, fork_parent, fork_prepare, init_thread_key, live_heaps, register_fork_handlers,
+    fork_child, fork_parent, fork_prepare, init_canary, init_thread_key, live_heaps,
+    register_fork_handlers,
 };
 
 #[cfg(test)]

@@ -53,11 +53,21 @@ fn invalid(e: core_alloc::FreeError, p: *mut c_void) -> ! {
     os::fatal(e.as_str(), p as usize)
 }
 
-/// `malloc`.
+/// `malloc`. The fast path (a small size, a block in the thread cache) has
+/// no call and no stack frame; everything else is one tail call.
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut c_void {
-    // core_alloc tests the small-size case first; impossible sizes fail in
-    // its large path (the mapping is refused), but say ENOMEM explicitly.
+    match core_alloc::malloc_fast(size) {
+        Some(p) => p.as_ptr().cast(),
+        None => malloc_slow(size),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn malloc_slow(size: usize) -> *mut c_void {
+    // Impossible sizes fail in core_alloc's large path (the mapping is
+    // refused); `out` says ENOMEM.
     out(core_alloc::malloc(size))
 }
 
@@ -67,6 +77,26 @@ pub fn malloc(size: usize) -> *mut c_void {
 /// `p` is NULL, a live block from this allocator, or a live block from glibc's.
 #[inline(always)]
 pub unsafe fn free(p: *mut c_void) {
+    // Fast path: a segment block (NULL and everything else miss the map).
+    if let Some(g) = shared_pool::find_segment(p as usize) {
+        // SAFETY: inside a registered granule, so not null.
+        let u = UserPtr::from_non_null(unsafe { core::ptr::NonNull::new_unchecked(p.cast()) });
+        if let Err(e) = core_alloc::free_granule(g, u) {
+            invalid(e, p)
+        }
+        return;
+    }
+    // SAFETY: per the contract.
+    unsafe { free_other(p) }
+}
+
+/// `free` of NULL, a large block, or a foreign pointer.
+///
+/// # Safety
+/// As for [`free`].
+#[cold]
+#[inline(never)]
+unsafe fn free_other(p: *mut c_void) {
     let Some(u) = UserPtr::new(p.cast()) else {
         return;
     };

@@ -103,6 +103,39 @@ impl RegisterError {
     }
 }
 
+/// Proof that an address lay inside a one-granule region of a [`GranuleMap`]
+/// when it was looked up: the granule's base and the region's tag, in one
+/// word. Only [`GranuleMap::find`] makes one.
+///
+/// ```compile_fail
+/// let forged = registry::Granule(core::ptr::NonNull::dangling()); // private field
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Granule(NonNull<u8>);
+
+impl Granule {
+    /// The region's first byte (granule-aligned, non-null).
+    #[inline(always)]
+    pub fn base(self) -> NonNull<u8> {
+        let b = (self.0.as_ptr() as usize & !(GRANULE - 1)) as *mut u8;
+        // SAFETY: registered bases are non-null granule multiples.
+        unsafe { NonNull::new_unchecked(b) }
+    }
+    /// The tag the region was registered with (never 0).
+    #[inline(always)]
+    pub fn tag(self) -> u8 {
+        self.0.as_ptr() as usize as u8
+    }
+    /// The same proof as a [`Region`] (one granule long).
+    #[inline(always)]
+    pub fn region(self) -> Region {
+        Region {
+            word: self.0,
+            end: self.base().as_ptr() as usize + GRANULE,
+        }
+    }
+}
+
 /// Proof that an address lay inside a registered region when it was looked up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Region {
@@ -330,6 +363,13 @@ impl GranuleMap {
     /// The region at `addr` if a one-granule region is registered there.
     #[inline(always)]
     pub fn lookup(&self, addr: usize) -> Option<Region> {
+        self.find(addr).map(Granule::region)
+    }
+
+    /// The one-granule region at `addr`, as a one-word [`Granule`]: a single
+    /// load (and a bounds test) for the free fast path.
+    #[inline(always)]
+    pub fn find(&self, addr: usize) -> Option<Granule> {
         let t = self
             .tags
             .get(addr >> GRANULE_SHIFT)?
@@ -340,11 +380,9 @@ impl GranuleMap {
         let base = addr & !(GRANULE - 1);
         // SAFETY: a registered granule's base is non-null (granule 0 is never
         // registered: `set` refuses base 0).
-        let word = unsafe { NonNull::new_unchecked((base | t as usize) as *mut u8) };
-        Some(Region {
-            word,
-            end: base + GRANULE,
-        })
+        Some(Granule(unsafe {
+            NonNull::new_unchecked((base | t as usize) as *mut u8)
+        }))
     }
 
     /// Records a one-granule region at `base` with a non-zero `tag`.

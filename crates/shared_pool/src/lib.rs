@@ -22,7 +22,7 @@
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use registry::{LeafSource, Region, Registry, LEAF_BYTES};
+use registry::{Granule, LeafSource, Region, Registry, LEAF_BYTES};
 use remote_queue::OwnerToken;
 use superslab::{os, LargeRegion, Segment, Slab, SlabKind, CLASSES, NUM_CLASSES};
 
@@ -125,6 +125,13 @@ pub fn lookup(addr: usize) -> Option<Region> {
         Some(r) => Some(r),
         None => lookup_slow(addr),
     }
+}
+
+/// The segment holding `addr`, if any: one load from the segment granule
+/// map (the free fast path). Its tag is the segment's slab shift.
+#[inline(always)]
+pub fn find_segment(addr: usize) -> Option<Granule> {
+    SEGMENT_MAP.find(addr)
 }
 
 #[cold]

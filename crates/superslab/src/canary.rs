@@ -41,9 +41,17 @@ pub fn init() {
     KEY.store(k | 1, Relaxed);
 }
 
+/// The process's secret (a fixed value until [`init`] ran). Thread heaps keep
+/// a copy next to their caches, so `free` reads it from a line it touches
+/// anyway; every copy must equal this value.
+#[inline(always)]
+pub fn key() -> usize {
+    KEY.load(Relaxed)
+}
+
 #[inline(always)]
 fn canary(n: *mut Node) -> usize {
-    n as usize ^ KEY.load(Relaxed)
+    n as usize ^ key()
 }
 
 /// Marks a block free without checking (carving).
@@ -58,20 +66,21 @@ pub unsafe fn mark_free(n: *mut Node) {
     }
 }
 
-/// Marks a validated block free; aborts if it already was.
+/// Marks a validated block free; aborts if it already was. `key` is the
+/// process secret ([`key`], or a thread heap's copy of it).
 ///
 /// # Safety
 /// `n` is a validated block start of at least 16 bytes that the caller is
 /// about to put on a free list.
 #[inline(always)]
-pub unsafe fn on_free(n: *mut Node) {
+pub unsafe fn on_free(n: *mut Node, key: usize) {
     if !cfg!(feature = "double-free-check") {
         return;
     }
     // SAFETY: per the contract, the block has a second word.
     unsafe {
         let w = (n as *mut usize).add(1);
-        let c = canary(n);
+        let c = n as usize ^ key;
         if *w == c {
             double_free(n);
         }

@@ -173,18 +173,20 @@ impl Segment {
         let rel = addr - base.as_ptr() as usize;
         // SAFETY: per the contract the header is live.
         let seg = unsafe { &*base.as_ptr().cast::<Segment>() };
-        let c = seg.classes.0[(rel >> shift) & (MAX_SLABS - 1)].load(Relaxed) as usize;
-        // One test rejects both NO_CLASS and anything out of range.
-        let Some(k) = CHECKS.get(c) else {
-            return Err(BadPointer::SlabUnused);
-        };
-        if !k.accepts(rel as u32) {
-            return Err(BadPointer::NotBlockStart);
+        let c = seg.classes.0[(rel >> shift) & (MAX_SLABS - 1)].load(Relaxed);
+        // One test per byte value: rows past the last class (NO_CLASS among
+        // them) accept nothing.
+        if !CHECKS[c as usize].accepts(rel as u32) {
+            return Err(if c == NO_CLASS {
+                BadPointer::SlabUnused
+            } else {
+                BadPointer::NotBlockStart
+            });
         }
         // SAFETY: non-null (inside a mapped segment).
         Ok((
             BlockPtr::from_raw(unsafe { NonNull::new_unchecked(addr as *mut u8) }),
-            c,
+            c as usize,
         ))
     }
 

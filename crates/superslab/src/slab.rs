@@ -71,70 +71,69 @@ static_assertions::const_assert_eq!(core::mem::offset_of!(Slab, remote), 120);
 static_assertions::const_assert!(core::mem::size_of::<Slab>() == 192);
 
 /// What validating a block start of class `c` needs, from the class alone:
-/// the bytes of blocks in a slab and the three parts of the [`DivMagic`]
-/// (limit capped at `0xffff`).
+/// the slab-offset mask of the class's slab kind and the three parts of the
+/// [`DivMagic`] test, whose limit is the slab's capacity (so one compare
+/// rejects offsets that are not multiples of the stride and offsets past the
+/// last block alike).
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub struct BlockCheck {
-    /// capacity * stride.
-    pub span: u32,
-    /// See [`DivMagic`].
-    pub inv: u32,
-    /// See [`DivMagic`] (capped at `0xffff`).
-    pub limit: u16,
-    /// See [`DivMagic`].
-    pub rot: u8,
-    _pad: u8,
     /// Slab size - 1 for the class's slab kind: segment offset -> slab offset.
     pub slab_mask: u32,
+    /// See [`DivMagic`].
+    pub inv: u32,
+    /// Blocks per slab; 0 for the rows that are not classes (nothing passes).
+    pub count: u32,
+    /// See [`DivMagic`].
+    pub rot: u32,
 }
 
 impl BlockCheck {
     /// True if `rel` (bytes from the segment start) is a block start of a
-    /// slab of this class.
+    /// slab of this class: `rotr(off * inv, rot)` is `off / stride` when `off`
+    /// is a multiple of the stride and at least `2^32 / stride` otherwise.
     #[inline(always)]
     pub fn accepts(&self, rel: u32) -> bool {
-        let off = rel & self.slab_mask;
-        off < self.span
-            && off.wrapping_mul(self.inv).rotate_right(self.rot as u32) <= self.limit as u32
+        (rel & self.slab_mask)
+            .wrapping_mul(self.inv)
+            .rotate_right(self.rot)
+            < self.count
     }
 }
 
-const fn build_checks() -> [BlockCheck; crate::size_class::NUM_CLASSES] {
+const fn build_checks() -> [BlockCheck; 256] {
     let mut t = [BlockCheck {
-        span: 0,
-        inv: 0,
-        limit: 0,
-        rot: 0,
-        _pad: 0,
         slab_mask: 0,
-    }; crate::size_class::NUM_CLASSES];
+        inv: 0,
+        count: 0,
+        rot: 0,
+    }; 256];
     let mut c = 0;
-    while c < t.len() {
+    while c < crate::size_class::NUM_CLASSES {
         let l = crate::size_class::CLASSES_CONST[c];
-        let m = DivMagic::new(l.stride).capped();
+        let m = DivMagic::new(l.stride);
+        // Exactness: every block index must be below the test's own limit.
+        assert!(l.capacity - 1 <= m.limit);
         t[c] = BlockCheck {
-            span: l.capacity * l.stride,
-            inv: m.inv,
-            limit: m.limit as u16,
-            rot: m.shift as u8,
-            _pad: 0,
             slab_mask: (l.kind.slab_size() - 1) as u32,
+            inv: m.inv,
+            count: l.capacity,
+            rot: m.shift,
         };
         c += 1;
     }
     t
 }
 
-/// Per class: the block-start test (a static table, hot in every cache).
-pub static CHECKS: [BlockCheck; crate::size_class::NUM_CLASSES] = build_checks();
+/// Per class-map value (a class, or anything else for "no blocks here"): the
+/// block-start test. A static table; indexed by a byte, so no bounds check.
+pub static CHECKS: [BlockCheck; 256] = build_checks();
 
 /// Exact "is `off` a multiple of `stride`?" for `off < 2^32` with one
 /// multiply and a rotate: write `stride = odd << shift`; then `off` is a
 /// multiple iff `rotr(off * odd⁻¹ mod 2^32, shift) <= (2^32 - 1) / stride`.
-/// Stored, the limit is capped at `0xffff`; that stays exact for offsets
-/// below a slab's span, whose multiples are `k * stride` with
-/// `k < capacity <= 0xffff` (checked at compile time in `size_class`).
+/// [`CHECKS`] compares against the slab's capacity instead, which also
+/// rejects offsets past the last block.
 #[derive(Clone, Copy, Debug)]
 pub struct DivMagic {
     inv: u32,
@@ -158,17 +157,6 @@ impl DivMagic {
             inv,
             shift,
             limit: u32::MAX / stride,
-        }
-    }
-    /// The same test with the limit capped at `0xffff`, as stored in a slab.
-    pub const fn capped(self) -> Self {
-        Self {
-            limit: if self.limit > 0xffff {
-                0xffff
-            } else {
-                self.limit
-            },
-            ..self
         }
     }
     /// True if `off` is a multiple of the stride.
@@ -398,7 +386,7 @@ impl Slab {
             return Err(BadPointer::SlabUnused);
         }
         let off = p.addr().wrapping_sub(self.base.load(Relaxed));
-        let k = &CHECKS[self.class.load(Relaxed) as usize];
+        let k = &CHECKS[self.class.load(Relaxed) as u8 as usize];
         // `accepts` masks to the slab size; reject what lies past it first.
         if off > k.slab_mask as usize || !k.accepts(off as u32) {
             return Err(BadPointer::NotBlockStart);
@@ -438,21 +426,45 @@ impl Slab {
 
 #[cfg(test)]
 mod tests {
-    use super::DivMagic;
-    use crate::size_class::CLASSES;
+    use super::{DivMagic, CHECKS};
+    use crate::size_class::{CLASSES, NUM_CLASSES};
 
     #[test]
     fn div_magic_is_exact_for_every_class_and_offset() {
         for l in CLASSES.iter() {
             let m = DivMagic::new(l.stride);
-            let p = m.capped();
+            for off in 0..l.capacity * l.stride + 64 {
+                assert_eq!(
+                    m.is_multiple(off),
+                    off % l.stride == 0,
+                    "stride {} off {off}",
+                    l.stride
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn checks_accept_exactly_the_block_starts_of_every_slab() {
+        for (c, l) in CLASSES.iter().enumerate() {
+            let slab = l.kind.slab_size() as u32;
             let span = l.capacity * l.stride;
-            for off in 0..span + 64 {
-                let want = off % l.stride == 0;
-                assert_eq!(m.is_multiple(off), want, "stride {} off {off}", l.stride);
-                if off < span {
-                    assert_eq!(p.is_multiple(off), want);
+            // Two slabs of the segment: slot 1 and slot 2 (segment offsets).
+            for base in [slab, 2 * slab] {
+                for off in 0..slab {
+                    let want = off % l.stride == 0 && off < span;
+                    assert_eq!(
+                        CHECKS[c].accepts(base + off),
+                        want,
+                        "class {c} stride {} off {off}",
+                        l.stride
+                    );
                 }
+            }
+        }
+        for (c, k) in CHECKS.iter().enumerate().skip(NUM_CLASSES) {
+            for rel in [0, 16, 65536, 1 << 20, u32::MAX] {
+                assert!(!k.accepts(rel), "row {c} is not a class");
             }
         }
     }
