@@ -99,7 +99,6 @@ unsafe fn cache_pop(bin: *mut CacheBin) -> Option<UserPtr> {
         let b = (*bin).head;
         if !b.is_null() {
             (*bin).head = (*b).next;
-            (*bin).count -= 1;
             canary::on_alloc(b);
             return Some(UserPtr::from_non_null(NonNull::new_unchecked(b.cast())));
         }
@@ -107,19 +106,20 @@ unsafe fn cache_pop(bin: *mut CacheBin) -> Option<UserPtr> {
     None
 }
 
-/// Pushes a validated, checked free block onto a thread cache bin.
+/// Pushes a validated, checked free block onto a thread cache bin's freed
+/// list.
 ///
 /// # Safety
-/// `bin` is the calling thread's own bin with room (`count < limit`); `b` is
-/// a validated block of the bin's class, marked free.
+/// `bin` is the calling thread's own bin with room (`nfreed < limit`); `b`
+/// is a validated block of the bin's class, marked free.
 #[inline(always)]
 unsafe fn cache_push(bin: *mut CacheBin, b: BlockPtr) {
     let n = b.into_user().as_ptr().cast::<Node>();
     // SAFETY: per the contract.
     unsafe {
-        (*n).next = (*bin).head;
-        (*bin).head = n;
-        (*bin).count += 1;
+        (*n).next = (*bin).freed;
+        (*bin).freed = n;
+        (*bin).nfreed += 1;
     }
 }
 
@@ -136,13 +136,22 @@ fn alloc_slow(c: usize) -> Option<UserPtr> {
     refill_and_pop(h, c)
 }
 
-/// Refills class `c`'s cache from the heap's slabs (taking a new slab from
-/// the pool if need be) and returns one block.
+/// Refills class `c`'s cache, from its own freed list if it has blocks,
+/// else from the heap's slabs (taking a new slab from the pool if need be),
+/// and returns one block.
 fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
     let bin = heap.cache_bin(c);
     // SAFETY: `heap` is the caller's own (or the locked fallback heap).
-    if let Some(p) = unsafe { cache_pop(bin) } {
-        return Some(p);
+    unsafe {
+        if let Some(p) = cache_pop(bin) {
+            return Some(p);
+        }
+        if !(*bin).freed.is_null() {
+            (*bin).head = (*bin).freed;
+            (*bin).freed = ptr::null_mut();
+            (*bin).nfreed = 0;
+            return cache_pop(bin);
+        }
     }
     // SAFETY: as above.
     let batch = (unsafe { (*bin).limit } / 2).max(1);
@@ -166,7 +175,6 @@ fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
                     if n > 1 {
                         (*last.as_ptr()).next = (*bin).head;
                         (*bin).head = rest;
-                        (*bin).count += n - 1;
                     }
                 }
                 // SAFETY: `first` is a free block of this class, now ours.
@@ -286,7 +294,7 @@ unsafe fn free_in_segment(base: NonNull<u8>, tag: u8, p: UserPtr) -> Result<(), 
     unsafe {
         let n = b.addr() as *mut Node;
         canary::on_free(n, heap.key());
-        if (*bin).count < (*bin).limit {
+        if (*bin).nfreed < (*bin).limit {
             cache_push(bin, b);
             return Ok(());
         }
@@ -307,7 +315,7 @@ fn free_slow(heap: &'static Heap, base: NonNull<u8>, tag: u8, b: BlockPtr, c: us
     }
     let bin = heap.cache_bin(c);
     // SAFETY: our own cache.
-    let half = unsafe { (*bin).count / 2 }.max(1);
+    let half = unsafe { (*bin).nfreed / 2 }.max(1);
     heap.flush(c, half);
     // SAFETY: as in `free`; there is room now.
     unsafe { cache_push(bin, b) };

@@ -47,17 +47,28 @@ pub(crate) fn empty_slab() -> *const Slab {
 /// no shared cache line (the tcmalloc lesson: a free by a thread that did not
 /// allocate the block is still a thread-local operation). Blocks reach slabs
 /// only in batches: `refill` takes up to `limit / 2` from an owned slab, and a
-/// push past `limit` flushes half the cache back to the blocks' slabs
+/// push past `limit` flushes half the freed list back to the blocks' slabs
 /// (locally, or through their remote queues). Cached blocks count as used by
 /// their slab (lesson 8: `used` = held by the program or by a cache).
+///
+/// Two lists (mimalloc's free-list sharding, applied to the thread cache):
+/// `malloc` pops `head` and `free` pushes `freed`, so a malloc never waits on
+/// the memory the previous free just wrote (no store-to-load chain through
+/// one list head and the block's link), and only `free` keeps a count. When
+/// `head` runs dry, the slow path takes `freed` over whole (one swap) before
+/// it refills from a slab. At most `limit` blocks sit on each list.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct CacheBin {
+    /// Blocks `malloc` pops; not counted.
     pub(crate) head: *mut Node,
-    pub(crate) count: u32,
+    /// Blocks `free` pushes, `nfreed` of them.
+    pub(crate) freed: *mut Node,
+    pub(crate) nfreed: u32,
     /// 0 in the sentinels: every push goes to the slow path, so the static
     /// sentinels are never written.
     pub(crate) limit: u32,
+    _pad: usize,
 }
 
 const fn cache_limit(c: usize) -> u32 {
@@ -74,8 +85,10 @@ const fn cache_limit(c: usize) -> u32 {
 
 const EMPTY_BIN: CacheBin = CacheBin {
     head: ptr::null_mut(),
-    count: 0,
+    freed: ptr::null_mut(),
+    nfreed: 0,
     limit: 0,
+    _pad: 0,
 };
 
 /// A thread's heap. Only its thread touches it (or, for the fallback heap,
@@ -220,19 +233,38 @@ impl Heap {
         self.key.load(Ordering::Relaxed)
     }
 
-    /// Returns up to `n` cached blocks of class `c` to their slabs.
+    /// Returns up to `n` blocks of class `c`'s freed list to their slabs.
     pub(crate) fn flush(&'static self, c: usize, n: u32) {
         let bin = self.cache_bin(c);
         for _ in 0..n {
             // SAFETY: our own cache; its nodes are blocks of class `c` that
             // were validated when they were freed.
             let node = unsafe {
+                let b = (*bin).freed;
+                if b.is_null() {
+                    return;
+                }
+                (*bin).freed = (*b).next;
+                (*bin).nfreed -= 1;
+                b
+            };
+            crate::alloc::free_to_slab_of_class(self, node, c);
+        }
+    }
+
+    /// Returns every block cached for class `c` (both lists) to its slab.
+    pub(crate) fn flush_all(&'static self, c: usize) {
+        let bin = self.cache_bin(c);
+        // SAFETY: our own cache.
+        self.flush(c, unsafe { (*bin).nfreed });
+        loop {
+            // SAFETY: as in `flush`.
+            let node = unsafe {
                 let b = (*bin).head;
                 if b.is_null() {
                     return;
                 }
                 (*bin).head = (*b).next;
-                (*bin).count -= 1;
                 b
             };
             crate::alloc::free_to_slab_of_class(self, node, c);
@@ -244,9 +276,7 @@ impl Heap {
     pub(crate) fn trim_local(&'static self) -> bool {
         let mut released = false;
         for c in 0..NUM_CLASSES {
-            // SAFETY: our own cache.
-            let n = unsafe { (*self.cache_bin(c)).count };
-            self.flush(c, n);
+            self.flush_all(c);
             let mut s = self.bin(c) as *const Slab;
             while s != empty_slab() && !s.is_null() {
                 // SAFETY: slabs on our list are live and ours.
@@ -381,9 +411,7 @@ impl Heap {
     /// Gives every slab back (thread exit, or heap recycling).
     fn release_all(&'static self) {
         for c in 0..NUM_CLASSES {
-            // SAFETY: our own cache.
-            let n = unsafe { (*self.cache_bin(c)).count };
-            self.flush(c, n);
+            self.flush_all(c);
         }
         for c in 0..NUM_CLASSES {
             loop {
@@ -514,9 +542,8 @@ fn alloc_heap() -> Option<&'static Heap> {
         // SAFETY: nobody else uses this heap yet.
         unsafe {
             *heap.cache_bin(c) = CacheBin {
-                head: ptr::null_mut(),
-                count: 0,
                 limit: cache_limit(c),
+                ..EMPTY_BIN
             }
         };
     }
