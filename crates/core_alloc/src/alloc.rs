@@ -46,8 +46,9 @@ impl FreeError {
 #[inline(always)]
 pub fn malloc_fast(size: usize) -> Option<UserPtr> {
     if size <= LUT_MAX {
+        let h = heap::current();
         // SAFETY: the calling thread's own cache; a sentinel's is empty.
-        unsafe { cache_pop(heap::current().cache_bin(class_of(size))) }
+        unsafe { cache_pop(h.cache_bin(class_of(size)), h.key()) }
     } else {
         None
     }
@@ -79,9 +80,10 @@ fn malloc_big(size: usize) -> Option<UserPtr> {
 /// metadata, one branch).
 #[inline(always)]
 fn alloc_class(c: usize) -> Option<UserPtr> {
+    let h = heap::current();
     // SAFETY: the calling thread's own cache; a sentinel's is empty and the
     // miss path writes nothing.
-    if let Some(p) = unsafe { cache_pop(heap::current().cache_bin(c)) } {
+    if let Some(p) = unsafe { cache_pop(h.cache_bin(c), h.key()) } {
         return Some(p);
     }
     alloc_slow(c)
@@ -91,14 +93,14 @@ fn alloc_class(c: usize) -> Option<UserPtr> {
 ///
 /// # Safety
 /// `bin` is the calling thread's own bin (or the locked fallback heap's);
-/// its nodes are free blocks of its class.
+/// its nodes are free blocks of its class; `key` is the canary secret.
 #[inline(always)]
-unsafe fn cache_pop(bin: *mut CacheBin) -> Option<UserPtr> {
+unsafe fn cache_pop(bin: *mut CacheBin, key: usize) -> Option<UserPtr> {
     // SAFETY: per the contract.
     unsafe {
         let b = (*bin).head;
         if !b.is_null() {
-            (*bin).head = (*b).next;
+            (*bin).head = canary::next(b, key);
             canary::on_alloc(b);
             return Some(UserPtr::from_non_null(NonNull::new_unchecked(b.cast())));
         }
@@ -111,13 +113,13 @@ unsafe fn cache_pop(bin: *mut CacheBin) -> Option<UserPtr> {
 ///
 /// # Safety
 /// `bin` is the calling thread's own bin with room (`nfreed < limit`); `b`
-/// is a validated block of the bin's class, marked free.
+/// is a validated block of the bin's class, checked by `canary::on_free`.
 #[inline(always)]
-unsafe fn cache_push(bin: *mut CacheBin, b: BlockPtr) {
+unsafe fn cache_push(bin: *mut CacheBin, b: BlockPtr, key: usize) {
     let n = b.into_user().as_ptr().cast::<Node>();
     // SAFETY: per the contract.
     unsafe {
-        (*n).next = (*bin).freed;
+        canary::link(n, (*bin).freed, key);
         (*bin).freed = n;
         (*bin).nfreed += 1;
     }
@@ -143,14 +145,14 @@ fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
     let bin = heap.cache_bin(c);
     // SAFETY: `heap` is the caller's own (or the locked fallback heap).
     unsafe {
-        if let Some(p) = cache_pop(bin) {
+        if let Some(p) = cache_pop(bin, heap.key()) {
             return Some(p);
         }
         if !(*bin).freed.is_null() {
             (*bin).head = (*bin).freed;
             (*bin).freed = ptr::null_mut();
             (*bin).nfreed = 0;
-            return cache_pop(bin);
+            return cache_pop(bin, heap.key());
         }
     }
     // SAFETY: as above.
@@ -171,9 +173,10 @@ fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
                 // SAFETY: the chain `first..=last` (n nodes) is ours now; the
                 // rest after `first` goes into our cache.
                 unsafe {
-                    let rest = (*first.as_ptr()).next;
+                    let key = heap.key();
+                    let rest = canary::next(first.as_ptr(), key);
                     if n > 1 {
-                        (*last.as_ptr()).next = (*bin).head;
+                        canary::link(last.as_ptr(), (*bin).head, key);
                         (*bin).head = rest;
                     }
                 }
@@ -293,9 +296,10 @@ unsafe fn free_in_segment(base: NonNull<u8>, tag: u8, p: UserPtr) -> Result<(), 
     // is never written); `b` is a validated block of class `c`.
     unsafe {
         let n = b.addr() as *mut Node;
-        canary::on_free(n, heap.key());
+        let key = heap.key();
+        canary::on_free(n, key);
         if (*bin).nfreed < (*bin).limit {
-            cache_push(bin, b);
+            cache_push(bin, b, key);
             return Ok(());
         }
     }
@@ -318,7 +322,7 @@ fn free_slow(heap: &'static Heap, base: NonNull<u8>, tag: u8, b: BlockPtr, c: us
     let half = unsafe { (*bin).nfreed / 2 }.max(1);
     heap.flush(c, half);
     // SAFETY: as in `free`; there is room now.
-    unsafe { cache_push(bin, b) };
+    unsafe { cache_push(bin, b, heap.key()) };
 }
 
 /// Returns a cached block of class `c` to its slab. The block was validated

@@ -244,7 +244,7 @@ impl Heap {
                 if b.is_null() {
                     return;
                 }
-                (*bin).freed = (*b).next;
+                (*bin).freed = superslab::canary::next(b, self.key());
                 (*bin).nfreed -= 1;
                 b
             };
@@ -264,7 +264,7 @@ impl Heap {
                 if b.is_null() {
                     return;
                 }
-                (*bin).head = (*b).next;
+                (*bin).head = superslab::canary::next(b, self.key());
                 b
             };
             crate::alloc::free_to_slab_of_class(self, node, c);

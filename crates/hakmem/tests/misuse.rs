@@ -1,7 +1,8 @@
 //! Misuse detection under LD_PRELOAD: a double free (same thread, another
-//! thread, or after the allocating thread exited) and a free of an interior
-//! pointer end the process with SIGABRT and one line naming the fault and the
-//! address, for every size class served from slabs.
+//! thread, or after the allocating thread exited), a free of an interior
+//! pointer, and an overflow into a free block's list link end the process
+//! with SIGABRT and one line naming the fault and the address, for every size
+//! class served from slabs.
 //!
 //! Needs the release library (`cargo build --release -p hakmem`), as the
 //! preload suite does.
@@ -98,5 +99,13 @@ fn interior_pointer_every_class() {
     let exe = program();
     for s in class_sizes() {
         expect_abort(&exe, "interior", s, "invalid free");
+    }
+}
+
+#[test]
+fn overflow_into_a_free_neighbours_link_every_class() {
+    let exe = program();
+    for s in class_sizes() {
+        expect_abort(&exe, "overflow", s, "free list corrupted");
     }
 }

@@ -140,12 +140,30 @@ impl RemoteQueue {
     /// at least 2 bytes, that nobody else uses until the owner drains it.
     #[inline]
     pub unsafe fn push(&self, node: NonNull<Node>) -> Push {
+        // SAFETY: per the contract; the link writer writes only `next`.
+        unsafe { self.push_with(node, |n, next| (*n).next = next) }
+    }
+
+    /// [`push`](Self::push) with the caller's link writer: `link(node, next)`
+    /// must store `next` in `node.next` (and may write more of the block, such
+    /// as a check word). It runs before every publish attempt, so whatever it
+    /// writes is published with the node.
+    ///
+    /// # Safety
+    /// As for [`push`](Self::push), and `link` writes only inside `node`'s
+    /// block.
+    #[inline]
+    pub unsafe fn push_with(
+        &self,
+        node: NonNull<Node>,
+        link: impl Fn(*mut Node, *mut Node),
+    ) -> Push {
         let n = node.as_ptr();
         debug_assert!(n as usize & DETACHED == 0, "remote_queue: misaligned node");
         let mut h = self.head.load(Ordering::Relaxed);
         loop {
-            // SAFETY: the caller gave us `node` exclusively; it is not yet published.
-            unsafe { (*n).next = (h & !DETACHED) as *mut Node };
+            // The caller gave us `node` exclusively; it is not yet published.
+            link(n, (h & !DETACHED) as *mut Node);
             // Release publishes the `next` write (and the user's last writes to
             // the block) to the draining owner; Acquire pairs with the Release of
             // `detach`, so a waker sees everything the old owner wrote.

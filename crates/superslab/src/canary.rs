@@ -1,21 +1,31 @@
-//! Double-free detection (feature `double-free-check`, on by default).
+//! Free-block guard words (feature `double-free-check`, on by default):
+//! double-free detection and free-list link protection in one word.
 //!
-//! A freed small or medium block carries, in its second word, a canary: its
-//! own address mixed with a per-process secret (from the kernel's `AT_RANDOM`
-//! bytes, read once with no system call). `free` checks the word before
-//! writing it: finding the canary already there means the block is free
-//! right now, in some thread's cache, a slab's free list or a remote queue,
-//! so this is a double free, from whichever thread. `malloc` clears the word
-//! when it hands the block out, and carving marks fresh blocks free, so a
-//! free of a block start that was never handed out is caught as well.
-//! Without the feature every function here is empty.
+//! A free small or medium block holds its list link in its first word and,
+//! in its second, a check word: `block address ^ link ^ secret`, where the
+//! secret is per process (the kernel's `AT_RANDOM` bytes, read once, no
+//! system call). Every list of free blocks (thread caches, slab free lists,
+//! remote queues) is written through [`link`] and read through [`next`]:
 //!
-//! Cost: one load, compare and store on a cache line that `free` writes
-//! anyway (the link word), and one store on `malloc` to a line it has just
-//! read. A live block whose program data happens to equal its canary would be
-//! a false alarm: with a 64-bit secret that is a 2^-64 event unless the
-//! program learns the secret. A block overwritten after its first free (use
-//! after free) can hide a later double free: detection is for the plain case.
+//! - **Corrupted links are detected, not followed.** [`next`] recomputes the
+//!   check word before it returns the link; an overflow of a live block into
+//!   a free neighbour (or any write to a freed block) that changes the link
+//!   or the check word aborts with `hakmem: free list corrupted ...` instead
+//!   of handing out an attacker-chosen address. Forging a pair that passes
+//!   needs the secret.
+//! - **Double frees are detected at the second free.** [`on_free`] finds a
+//!   block whose two words already form a valid pair: the block is free right
+//!   now (in some thread's cache, a slab's free list or a remote queue), so
+//!   this is a double free, from whichever thread. `malloc` clears the check
+//!   word when it hands the block out ([`on_alloc`]), and carving links fresh
+//!   blocks through [`link`], so a free of a block start that was never handed
+//!   out is caught too.
+//!
+//! Cost: on `free`, one more load from the line it writes anyway; on
+//! `malloc`, a load and compare on the line it reads anyway. A live block whose
+//! program data happens to form a valid pair would be a false alarm: a 2^-64
+//! event unless the program knows the secret. Without the feature, links are
+//! plain pointers and nothing is checked.
 
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use remote_queue::Node;
@@ -49,42 +59,63 @@ pub fn key() -> usize {
     KEY.load(Relaxed)
 }
 
+const ON: bool = cfg!(feature = "double-free-check");
+
+/// The check word of a free block `n` whose link is `next`.
 #[inline(always)]
-fn canary(n: *mut Node) -> usize {
-    n as usize ^ key()
+fn check(n: *mut Node, next: *mut Node, key: usize) -> usize {
+    n as usize ^ next as usize ^ key
 }
 
-/// Marks a block free without checking (carving).
+/// Links `n` to `next` and marks it free (writes both guard words).
 ///
 /// # Safety
 /// `n` is a block start of at least 16 bytes that nobody else uses.
 #[inline(always)]
-pub unsafe fn mark_free(n: *mut Node) {
-    if cfg!(feature = "double-free-check") {
-        // SAFETY: per the contract.
-        unsafe { (n as *mut usize).add(1).write(canary(n)) };
+pub unsafe fn link(n: *mut Node, next: *mut Node, key: usize) {
+    // SAFETY: per the contract, the block has two words we may write.
+    unsafe {
+        (*n).next = next;
+        if ON {
+            (n as *mut usize).add(1).write(check(n, next, key));
+        }
     }
 }
 
-/// Marks a validated block free; aborts if it already was. `key` is the
-/// process secret ([`key`], or a thread heap's copy of it).
+/// The link of free block `n`, verified: aborts if the block's guard words
+/// do not form a valid pair (corrupted list, or a block listed twice and
+/// handed out in between).
 ///
 /// # Safety
-/// `n` is a validated block start of at least 16 bytes that the caller is
-/// about to put on a free list.
+/// `n` is a block on a free list the caller owns.
+#[inline(always)]
+pub unsafe fn next(n: *mut Node, key: usize) -> *mut Node {
+    // SAFETY: per the contract, both words are readable.
+    unsafe {
+        let next = (*n).next;
+        if ON && (n as *const usize).add(1).read() != check(n, next, key) {
+            corrupted(n);
+        }
+        next
+    }
+}
+
+/// Checks that validated block `n`, being freed, is not free already;
+/// aborts if it is. The caller then puts it on a list with [`link`].
+///
+/// # Safety
+/// `n` is a validated block start of at least 16 bytes.
 #[inline(always)]
 pub unsafe fn on_free(n: *mut Node, key: usize) {
-    if !cfg!(feature = "double-free-check") {
+    if !ON {
         return;
     }
-    // SAFETY: per the contract, the block has a second word.
+    // SAFETY: per the contract, the block has two readable words.
     unsafe {
-        let w = (n as *mut usize).add(1);
-        let c = n as usize ^ key;
-        if *w == c {
+        let w = n as *const usize;
+        if w.add(1).read() == check(n, w.read() as *mut Node, key) {
             double_free(n);
         }
-        *w = c;
     }
 }
 
@@ -94,11 +125,10 @@ pub unsafe fn on_free(n: *mut Node, key: usize) {
 /// `n` is a free block of at least 16 bytes that the caller owns.
 #[inline(always)]
 pub unsafe fn on_alloc(n: *mut Node) {
-    if !cfg!(feature = "double-free-check") {
-        return;
+    if ON {
+        // SAFETY: per the contract.
+        unsafe { (n as *mut usize).add(1).write(0) };
     }
-    // SAFETY: per the contract.
-    unsafe { (n as *mut usize).add(1).write(0) };
 }
 
 #[cold]
@@ -106,6 +136,15 @@ pub unsafe fn on_alloc(n: *mut Node) {
 fn double_free(n: *mut Node) -> ! {
     crate::os::fatal(
         "double free (or free of a block that is not allocated)",
+        n as usize,
+    )
+}
+
+#[cold]
+#[inline(never)]
+fn corrupted(n: *mut Node) -> ! {
+    crate::os::fatal(
+        "free list corrupted (a freed block was written, or freed twice and reused)",
         n as usize,
     )
 }

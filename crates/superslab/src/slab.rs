@@ -254,7 +254,7 @@ impl Slab {
             if b.is_null() {
                 return None;
             }
-            *self.free.get() = (*b).next;
+            *self.free.get() = crate::canary::next(b, crate::canary::key());
             *self.used.get() += 1;
             Some(BlockPtr::from_raw(NonNull::new_unchecked(b.cast())))
         }
@@ -269,7 +269,7 @@ impl Slab {
         // SAFETY: owner-only fields; `b` is a block start of this slab that the
         // program gave back, so we may overwrite its first word.
         unsafe {
-            (*n).next = *self.free.get();
+            crate::canary::link(n, *self.free.get(), crate::canary::key());
             *self.free.get() = n;
             debug_assert!(*self.used.get() > 0, "used underflow (lesson 8)");
             *self.used.get() -= 1;
@@ -293,14 +293,13 @@ impl Slab {
             let stride = self.stride();
             let n = ((end - bump) / stride).min((CARVE_BATCH_BYTES / stride).max(1));
             // Link n blocks front to back; fresh memory needs no clearing.
+            let key = crate::canary::key();
             let mut p = bump;
             for _ in 1..n {
-                (*(p as *mut Node)).next = (p + stride) as *mut Node;
-                crate::canary::mark_free(p as *mut Node);
+                crate::canary::link(p as *mut Node, (p + stride) as *mut Node, key);
                 p += stride;
             }
-            (*(p as *mut Node)).next = ptr::null_mut();
-            crate::canary::mark_free(p as *mut Node);
+            crate::canary::link(p as *mut Node, ptr::null_mut(), key);
             *self.free.get() = bump as *mut Node;
             *self.bump.get() = bump + n * stride;
             true
@@ -320,14 +319,17 @@ impl Slab {
         // SAFETY: owner-only fields; `free` links only blocks of this slab.
         unsafe {
             let first = NonNull::new(*self.free.get())?;
+            let key = crate::canary::key();
             let mut last = first.as_ptr();
+            let mut after = crate::canary::next(last, key);
             let mut n = 1;
-            while n < max && !(*last).next.is_null() {
-                last = (*last).next;
+            while n < max && !after.is_null() {
+                last = after;
+                after = crate::canary::next(last, key);
                 n += 1;
             }
-            *self.free.get() = (*last).next;
-            (*last).next = ptr::null_mut();
+            *self.free.get() = after;
+            crate::canary::link(last, ptr::null_mut(), key);
             *self.used.get() += n;
             Some((first, NonNull::new_unchecked(last), n))
         }
@@ -341,14 +343,19 @@ impl Slab {
         // SAFETY: owner-only fields; drained nodes are blocks of this slab
         // that their freers gave up (Acquire in drain makes their links visible).
         unsafe {
+            let key = crate::canary::key();
             let head = d.head.as_ptr();
             let mut tail = head;
             let mut n = 1u32;
-            while !(*tail).next.is_null() {
-                tail = (*tail).next;
+            loop {
+                let next = crate::canary::next(tail, key);
+                if next.is_null() {
+                    break;
+                }
+                tail = next;
                 n += 1;
             }
-            (*tail).next = *self.free.get();
+            crate::canary::link(tail, *self.free.get(), key);
             *self.free.get() = head;
             debug_assert!(
                 *self.used.get() >= n,
@@ -397,9 +404,14 @@ impl Slab {
     /// Pushes a block freed by a thread that does not own the slab.
     #[inline]
     pub fn push_remote(&self, b: BlockPtr) -> remote_queue::Push {
+        let key = crate::canary::key();
         // SAFETY: `b` is a block start of this slab that the program gave back;
-        // nobody else uses it until the owner drains it.
-        unsafe { self.remote.push(b.as_node()) }
+        // nobody else uses it until the owner drains it; the link writer
+        // writes its two guard words.
+        unsafe {
+            self.remote
+                .push_with(b.as_node(), |n, next| crate::canary::link(n, next, key))
+        }
     }
 
     // ---- intrusive list links: heap list (owner only) and pool list (pool lock) ----

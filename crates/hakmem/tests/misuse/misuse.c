@@ -1,8 +1,9 @@
-/* One misuse per run: misuse <same|cross|late-cross|interior> <size>.
+/* One misuse per run: misuse <same|cross|late-cross|interior|overflow> <size>.
  * hakmem must end the process with one line naming the fault and address.
  * Threads are created before the first free: creating a thread allocates
  * (glibc's DTV), which could otherwise reuse the freed block and turn the
  * second free into a free of a live block. */
+#include <malloc.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdio.h>
@@ -50,6 +51,27 @@ int main(int argc, char **argv) {
         step(2);                 /* thread 2 frees it again */
     } else if (!strcmp(argv[1], "interior")) {
         free((char *)p + 8);
+    } else if (!strcmp(argv[1], "overflow")) {
+        /* A heap overflow into a free neighbour: find two adjacent blocks,
+         * free the second, write 8 bytes past the end of the first (the
+         * neighbour's free-list link), then allocate until the corrupted
+         * block would be handed out. */
+        size_t u = malloc_usable_size(p);
+        char *a = malloc(n), *b = malloc(n);
+        for (int i = 0; i < 10000 && b != a + u; i++) {
+            a = b;
+            b = malloc(n);
+        }
+        if (b != a + u) {
+            printf("NO ADJACENT BLOCKS\n");
+            return 3;
+        }
+        free(b);
+        memset(a, 'A', u + 8);
+        for (int i = 0; i < 100000; i++) {
+            char *q = malloc(n);
+            if (q == (char *)0x4141414141414141) break;
+        }
     } else {
         return 2;
     }
