@@ -48,7 +48,7 @@ pub fn malloc_fast(size: usize) -> Option<UserPtr> {
     if size <= LUT_MAX {
         let h = heap::current();
         // SAFETY: the calling thread's own cache; a sentinel's is empty.
-        unsafe { cache_pop(h.cache_bin(class_of(size)), h.key()) }
+        unsafe { cache_pop(h.cache_bin(class_of(size))) }
     } else {
         None
     }
@@ -83,7 +83,7 @@ fn alloc_class(c: usize) -> Option<UserPtr> {
     let h = heap::current();
     // SAFETY: the calling thread's own cache; a sentinel's is empty and the
     // miss path writes nothing.
-    if let Some(p) = unsafe { cache_pop(h.cache_bin(c), h.key()) } {
+    if let Some(p) = unsafe { cache_pop(h.cache_bin(c)) } {
         return Some(p);
     }
     alloc_slow(c)
@@ -93,19 +93,36 @@ fn alloc_class(c: usize) -> Option<UserPtr> {
 ///
 /// # Safety
 /// `bin` is the calling thread's own bin (or the locked fallback heap's);
-/// its nodes are free blocks of its class; `key` is the canary secret.
+/// its nodes are free blocks of its class.
 #[inline(always)]
-unsafe fn cache_pop(bin: *mut CacheBin, key: usize) -> Option<UserPtr> {
+unsafe fn cache_pop(bin: *mut CacheBin) -> Option<UserPtr> {
     // SAFETY: per the contract.
     unsafe {
         let b = (*bin).head;
         if !b.is_null() {
-            (*bin).head = canary::next(b, key);
+            let next = canary::next(b, (*bin).key());
+            (*bin).head = next;
+            prefetch(next);
             canary::on_alloc(b);
             return Some(UserPtr::from_non_null(NonNull::new_unchecked(b.cast())));
         }
     }
     None
+}
+
+/// Starts loading the line of the block the next pop of this bin will hand
+/// out (and read the guard words of), so that pop does not wait for it: a
+/// bin's blocks were freed long before, often by another core. A hint only:
+/// no fault, even for null.
+#[inline(always)]
+fn prefetch(p: *mut Node) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch never faults and has no architectural effect.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Pushes a validated, checked free block onto a thread cache bin's freed
@@ -115,11 +132,11 @@ unsafe fn cache_pop(bin: *mut CacheBin, key: usize) -> Option<UserPtr> {
 /// `bin` is the calling thread's own bin with room (`nfreed < limit`); `b`
 /// is a validated block of the bin's class, checked by `canary::on_free`.
 #[inline(always)]
-unsafe fn cache_push(bin: *mut CacheBin, b: BlockPtr, key: usize) {
+unsafe fn cache_push(bin: *mut CacheBin, b: BlockPtr) {
     let n = b.into_user().as_ptr().cast::<Node>();
     // SAFETY: per the contract.
     unsafe {
-        canary::link(n, (*bin).freed, key);
+        canary::link(n, (*bin).freed, (*bin).key());
         (*bin).freed = n;
         (*bin).nfreed += 1;
     }
@@ -145,14 +162,14 @@ fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
     let bin = heap.cache_bin(c);
     // SAFETY: `heap` is the caller's own (or the locked fallback heap).
     unsafe {
-        if let Some(p) = cache_pop(bin, heap.key()) {
+        if let Some(p) = cache_pop(bin) {
             return Some(p);
         }
         if !(*bin).freed.is_null() {
             (*bin).head = (*bin).freed;
             (*bin).freed = ptr::null_mut();
             (*bin).nfreed = 0;
-            return cache_pop(bin, heap.key());
+            return cache_pop(bin);
         }
     }
     // SAFETY: as above.
@@ -173,7 +190,7 @@ fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
                 // SAFETY: the chain `first..=last` (n nodes) is ours now; the
                 // rest after `first` goes into our cache.
                 unsafe {
-                    let key = heap.key();
+                    let key = (*bin).key();
                     let rest = canary::next(first.as_ptr(), key);
                     if n > 1 {
                         canary::link(last.as_ptr(), (*bin).head, key);
@@ -296,10 +313,9 @@ unsafe fn free_in_segment(base: NonNull<u8>, tag: u8, p: UserPtr) -> Result<(), 
     // is never written); `b` is a validated block of class `c`.
     unsafe {
         let n = b.addr() as *mut Node;
-        let key = heap.key();
-        canary::on_free(n, key);
+        canary::on_free(n, (*bin).key());
         if (*bin).nfreed < (*bin).limit {
-            cache_push(bin, b, key);
+            cache_push(bin, b);
             return Ok(());
         }
     }
@@ -322,12 +338,78 @@ fn free_slow(heap: &'static Heap, base: NonNull<u8>, tag: u8, b: BlockPtr, c: us
     let half = unsafe { (*bin).nfreed / 2 }.max(1);
     heap.flush(c, half);
     // SAFETY: as in `free`; there is room now.
-    unsafe { cache_push(bin, b, heap.key()) };
+    unsafe { cache_push(bin, b) };
 }
 
-/// Returns a cached block of class `c` to its slab. The block was validated
-/// when it was freed, so its slab is found from its address alone.
-pub(crate) fn free_to_slab_of_class(heap: &'static Heap, node: *mut Node, c: usize) {
+/// Blocks of one slab on their way back through its remote queue: a flush
+/// gathers consecutive blocks of the same slab into one chain and pushes it
+/// with one atomic operation (snmalloc's batched remote frees, in their
+/// simplest form: runs, no sorting).
+pub(crate) struct RemoteRun {
+    slab: *const Slab,
+    first: Option<BlockPtr>,
+    /// `None` while the run has one block (`first`).
+    last: Option<BlockPtr>,
+}
+
+impl RemoteRun {
+    pub(crate) const fn new() -> Self {
+        Self {
+            slab: ptr::null(),
+            first: None,
+            last: None,
+        }
+    }
+
+    /// Adds a validated block of foreign slab `s` that this thread gives back.
+    fn add(&mut self, heap: &'static Heap, s: &'static Slab, b: BlockPtr) {
+        if !ptr::eq(self.slab, s) {
+            self.finish(heap);
+            self.slab = s;
+        } else if let Some(old) = self.first.take() {
+            // SAFETY: `b` is ours to link (a validated block being given
+            // back); it becomes the run's new first node.
+            unsafe {
+                canary::link(
+                    b.addr() as *mut Node,
+                    old.addr() as *mut Node,
+                    canary::key(),
+                )
+            };
+            if self.last.is_none() {
+                self.last = Some(old);
+            }
+        }
+        self.first = Some(b);
+    }
+
+    /// Pushes the run, if any, and starts over.
+    pub(crate) fn finish(&mut self, heap: &'static Heap) {
+        let Some(first) = self.first.take() else {
+            return;
+        };
+        // SAFETY: the run's slab holds its blocks as used, so it is live.
+        let s: &'static Slab = unsafe { &*self.slab };
+        // SAFETY: validated blocks of `s` that this thread gave back, linked
+        // first..last by `add`.
+        let pushed = unsafe { s.push_remote_chain(first, self.last.take()) };
+        self.slab = ptr::null();
+        if pushed == Push::Woke {
+            adopt_woken(heap, s);
+        }
+    }
+}
+
+/// Returns a cached block of class `c` to its slab: locally if this heap owns
+/// the slab, else into `run` (pushed when a block of another slab comes, or
+/// by the caller's `run.finish`). The block was validated when it was freed,
+/// so its slab is found from its address alone.
+pub(crate) fn free_to_slab_of_class(
+    heap: &'static Heap,
+    node: *mut Node,
+    c: usize,
+    run: &mut RemoteRun,
+) {
     let addr = node as usize;
     let seg = addr & !(SEGMENT_SIZE - 1);
     // SAFETY: a validated block lies in a live segment (its slab holds it as
@@ -342,10 +424,14 @@ pub(crate) fn free_to_slab_of_class(heap: &'static Heap, node: *mut Node, c: usi
     };
     // SAFETY: non-null node.
     let user = UserPtr::from_non_null(unsafe { NonNull::new_unchecked(node.cast()) });
-    match s.block_of(user) {
-        Ok(b) => free_to_slab(heap, s, b),
+    let b = match s.block_of(user) {
+        Ok(b) => b,
         Err(_) => heap::fatal("corrupted thread cache entry", addr),
+    };
+    if s.remote.is_owned_by(heap.id()) {
+        return free_to_slab(heap, s, b);
     }
+    run.add(heap, s, b);
 }
 
 /// Gives a block back to its slab: onto the free list if this heap owns the

@@ -21,6 +21,7 @@
 //!
 //! Heaps live in memory from `shared_pool::meta_chunk`, never from malloc.
 
+use crate::alloc::{free_to_slab_of_class, RemoteRun};
 use core::cell::{Cell, UnsafeCell};
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -58,7 +59,6 @@ pub(crate) fn empty_slab() -> *const Slab {
 /// `head` runs dry, the slow path takes `freed` over whole (one swap) before
 /// it refills from a slab. At most `limit` blocks sit on each list.
 #[repr(C)]
-#[derive(Clone, Copy)]
 pub(crate) struct CacheBin {
     /// Blocks `malloc` pops; not counted.
     pub(crate) head: *mut Node,
@@ -68,7 +68,18 @@ pub(crate) struct CacheBin {
     /// 0 in the sentinels: every push goes to the slow path, so the static
     /// sentinels are never written.
     pub(crate) limit: u32,
-    _pad: usize,
+    /// A copy of the free-block guard's secret (`superslab::canary::key`) on
+    /// the bin's own line, so neither fast path reads another line (or the
+    /// GOT) for it. Set when the heap is made; the sentinels' copies are set
+    /// by [`init_canary`].
+    pub(crate) key: AtomicUsize,
+}
+
+impl CacheBin {
+    #[inline(always)]
+    pub(crate) fn key(&self) -> usize {
+        self.key.load(Ordering::Relaxed)
+    }
 }
 
 const fn cache_limit(c: usize) -> u32 {
@@ -83,24 +94,20 @@ const fn cache_limit(c: usize) -> u32 {
     }
 }
 
-const EMPTY_BIN: CacheBin = CacheBin {
-    head: ptr::null_mut(),
-    freed: ptr::null_mut(),
-    nfreed: 0,
-    limit: 0,
-    _pad: 0,
-};
+const fn empty_bin(limit: u32, key: usize) -> CacheBin {
+    CacheBin {
+        head: ptr::null_mut(),
+        freed: ptr::null_mut(),
+        nfreed: 0,
+        limit,
+        key: AtomicUsize::new(key),
+    }
+}
 
 /// A thread's heap. Only its thread touches it (or, for the fallback heap,
 /// whoever holds `FALLBACK_LOCK`).
 #[repr(C, align(64))]
 pub struct Heap {
-    /// A copy of the double-free canary's secret (`superslab::canary::key`),
-    /// on the line of the first cache bins: `free` reads it from the heap it
-    /// has just found instead of through the GOT. Set when the heap is made;
-    /// the sentinels' copies are set by [`init_canary`].
-    key: AtomicUsize,
-    _pad: usize,
     /// Per class: the thread cache (the fast paths use only this).
     cache: UnsafeCell<[CacheBin; NUM_CLASSES]>,
     /// Per class: the head of the list of owned slabs with (possibly) free
@@ -113,16 +120,14 @@ pub struct Heap {
 
 #[repr(transparent)]
 struct SyncHeap(Heap);
-// SAFETY: the sentinels are never written except their atomic `key`: their
+// SAFETY: the sentinels are never written except their bins' atomic `key`: their
 // bins all point at EMPTY_SLAB and their cache limits are 0, so every
 // allocation misses and switches heaps first, and no free pushes into them.
 unsafe impl Sync for SyncHeap {}
 
 const fn sentinel(state: usize) -> Heap {
     Heap {
-        key: AtomicUsize::new(0),
-        _pad: 0,
-        cache: UnsafeCell::new([EMPTY_BIN; NUM_CLASSES]),
+        cache: UnsafeCell::new([const { empty_bin(0, 0) }; NUM_CLASSES]),
         bins: UnsafeCell::new([&EMPTY_SLAB.0 as *const Slab; NUM_CLASSES]),
         state,
         next_free: Cell::new(ptr::null_mut()),
@@ -227,29 +232,26 @@ impl Heap {
         unsafe { (self.cache.get() as *mut CacheBin).add(c) }
     }
 
-    /// The canary secret (see the field).
-    #[inline(always)]
-    pub(crate) fn key(&self) -> usize {
-        self.key.load(Ordering::Relaxed)
-    }
-
-    /// Returns up to `n` blocks of class `c`'s freed list to their slabs.
+    /// Returns up to `n` blocks of class `c`'s freed list to their slabs
+    /// (runs of one foreign slab's blocks with one remote push each).
     pub(crate) fn flush(&'static self, c: usize, n: u32) {
         let bin = self.cache_bin(c);
+        let mut run = RemoteRun::new();
         for _ in 0..n {
             // SAFETY: our own cache; its nodes are blocks of class `c` that
             // were validated when they were freed.
             let node = unsafe {
                 let b = (*bin).freed;
                 if b.is_null() {
-                    return;
+                    break;
                 }
-                (*bin).freed = superslab::canary::next(b, self.key());
+                (*bin).freed = superslab::canary::next(b, (*bin).key());
                 (*bin).nfreed -= 1;
                 b
             };
-            crate::alloc::free_to_slab_of_class(self, node, c);
+            free_to_slab_of_class(self, node, c, &mut run);
         }
+        run.finish(self);
     }
 
     /// Returns every block cached for class `c` (both lists) to its slab.
@@ -257,18 +259,20 @@ impl Heap {
         let bin = self.cache_bin(c);
         // SAFETY: our own cache.
         self.flush(c, unsafe { (*bin).nfreed });
+        let mut run = RemoteRun::new();
         loop {
             // SAFETY: as in `flush`.
             let node = unsafe {
                 let b = (*bin).head;
                 if b.is_null() {
-                    return;
+                    break;
                 }
-                (*bin).head = superslab::canary::next(b, self.key());
+                (*bin).head = superslab::canary::next(b, (*bin).key());
                 b
             };
-            crate::alloc::free_to_slab_of_class(self, node, c);
+            free_to_slab_of_class(self, node, c, &mut run);
         }
+        run.finish(self);
     }
 
     /// Empties every cache and gives back every owned slab that holds no
@@ -536,16 +540,10 @@ fn alloc_heap() -> Option<&'static Heap> {
     // SAFETY: `h` is a valid heap that no thread uses.
     let heap = unsafe { &mut *h };
     heap.next_free.set(ptr::null_mut());
-    heap.key.store(superslab::canary::key(), Ordering::Relaxed);
     for c in 0..NUM_CLASSES {
         heap.set_bin(c, empty_slab());
         // SAFETY: nobody else uses this heap yet.
-        unsafe {
-            *heap.cache_bin(c) = CacheBin {
-                limit: cache_limit(c),
-                ..EMPTY_BIN
-            }
-        };
+        unsafe { *heap.cache_bin(c) = empty_bin(cache_limit(c), superslab::canary::key()) };
     }
     Some(heap)
 }
@@ -632,8 +630,13 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
 pub fn init_canary() {
     superslab::canary::init();
     let k = superslab::canary::key();
-    NEW.0.key.store(k, Ordering::Relaxed);
-    DEAD.0.key.store(k, Ordering::Relaxed);
+    for c in 0..NUM_CLASSES {
+        for h in [&NEW.0, &DEAD.0] {
+            // SAFETY: an in-bounds bin of a static heap; only its atomic key
+            // is touched.
+            unsafe { (*h.cache_bin(c)).key.store(k, Ordering::Relaxed) };
+        }
+    }
 }
 
 /// True if the thread's heap has been torn down.

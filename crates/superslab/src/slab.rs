@@ -401,6 +401,32 @@ impl Slab {
         Ok(BlockPtr::from_raw(p.as_non_null()))
     }
 
+    /// Pushes a chain of blocks of this slab, freed by a thread that does not
+    /// own it, with one atomic operation: `first` reaches `last` (`None`: a
+    /// one-block chain) through links written with [`crate::canary::link`];
+    /// the tail's link is written here.
+    ///
+    /// # Safety
+    /// Every block of the chain is a block start of this slab that the program
+    /// gave back and that nobody else uses, and the chain's links are intact.
+    #[inline]
+    pub unsafe fn push_remote_chain(
+        &self,
+        first: BlockPtr,
+        last: Option<BlockPtr>,
+    ) -> remote_queue::Push {
+        let key = crate::canary::key();
+        let tail = last.as_ref().unwrap_or(&first).as_node();
+        // SAFETY: per the contract; the link writer writes the tail's two
+        // guard words.
+        unsafe {
+            self.remote
+                .push_chain_with(first.as_node(), tail, |n, next| {
+                    crate::canary::link(n, next, key)
+                })
+        }
+    }
+
     /// Pushes a block freed by a thread that does not own the slab.
     #[inline]
     pub fn push_remote(&self, b: BlockPtr) -> remote_queue::Push {
