@@ -30,6 +30,8 @@ type UsableFn = unsafe extern "C" fn(*mut c_void) -> usize;
 static FREE: AtomicUsize = AtomicUsize::new(0);
 static REALLOC: AtomicUsize = AtomicUsize::new(0);
 static USABLE: AtomicUsize = AtomicUsize::new(0);
+/// glibc's `_dl_find_object` (2.35 and later), or 0.
+static FIND_OBJECT: AtomicUsize = AtomicUsize::new(0);
 
 fn resolve(handle: *mut c_void, name: &CStr) -> usize {
     // SAFETY: valid handle and NUL-terminated name.
@@ -56,6 +58,7 @@ pub fn init() -> bool {
         resolve(h, c"realloc"),
         resolve(h, c"malloc_usable_size"),
     );
+    FIND_OBJECT.store(resolve(h, c"_dl_find_object"), Ordering::Release);
     // SAFETY: `h` came from dlopen; libc stays loaded regardless.
     unsafe { libc::dlclose(h) };
     if f == 0 || r == 0 || u == 0 {
@@ -323,15 +326,38 @@ fn on_own_stack(p: usize, main_lo: usize, main_hi: usize) -> bool {
     ok && p >= addr as usize && p - (addr as usize) < size
 }
 
+type FindObjectFn = unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int;
+
 /// True if `p` lies in a PT_LOAD segment of an object loaded in the calling
 /// code's namespace.
 ///
-/// Uses `dl_iterate_phdr`, which does not allocate and holds ld.so's
-/// `dl_load_write_lock` (recursive) only for the walk. `dladdr` would take
-/// `dl_load_lock` instead, which `dlopen` holds while it runs the new
-/// library's constructors: a free in a thread such a constructor waits for
-/// would then deadlock.
+/// First `_dl_find_object` (glibc 2.35 and later, resolved by [`init`]): a
+/// lock-free search of the loaded objects' address spans that neither
+/// allocates nor locks. Only an address inside a span (a misuse, or a hole
+/// between two segments of the executable) goes on to the exact test,
+/// [`in_load_segment`]; without `_dl_find_object` every address does.
 fn in_loaded_object(p: usize) -> bool {
+    let f = FIND_OBJECT.load(Ordering::Acquire);
+    if f != 0 {
+        // SAFETY: the address was resolved as glibc's `_dl_find_object`.
+        let find: FindObjectFn = unsafe { core::mem::transmute::<usize, FindObjectFn>(f) };
+        // `struct dl_find_object` is 96 bytes on x86-64; the result is only
+        // written, never read, so any larger, aligned buffer will do.
+        let mut out = [0u64; 32];
+        // SAFETY: `out` is writable and larger than the structure.
+        if unsafe { find(p as *mut c_void, out.as_mut_ptr().cast()) } != 0 {
+            return false;
+        }
+    }
+    in_load_segment(p)
+}
+
+/// The exact test behind [`in_loaded_object`], with `dl_iterate_phdr`. It does
+/// not allocate and holds ld.so's `dl_load_write_lock` (recursive) only for
+/// the walk. `dladdr` would take `dl_load_lock` instead, which `dlopen` holds
+/// while it runs the new library's constructors: a free in a thread such a
+/// constructor waits for would then deadlock.
+fn in_load_segment(p: usize) -> bool {
     unsafe extern "C" fn visit(
         info: *mut libc::dl_phdr_info,
         _: usize,
@@ -399,6 +425,18 @@ mod tests {
         use super::{check, Fault};
         static DATA: [u8; 64] = [1; 64];
         static mut BSS: [u8; 4096] = [0; 4096];
+        assert!(super::init());
+        assert_ne!(
+            super::FIND_OBJECT.load(core::sync::atomic::Ordering::Relaxed),
+            0,
+            "glibc 2.35 or later"
+        );
+        // The exact test alone agrees (used without _dl_find_object).
+        let data = &DATA as *const _ as usize;
+        assert!(super::in_load_segment(data) && super::in_load_segment(data + 63));
+        assert!(super::in_load_segment(check as *const () as usize));
+        let heap = std::boxed::Box::new(5u64);
+        assert!(!super::in_load_segment(&*heap as *const u64 as usize));
         let local = [0u8; 32];
         let addr = core::hint::black_box(&local) as *const _ as usize;
         // libtest runs each test on a thread of its own: its own stack.
