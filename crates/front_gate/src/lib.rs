@@ -11,7 +11,9 @@
 //!   says so. Ours go to `core_alloc`; all others to `external_guard` (glibc).
 //!   Nothing is read at a pointer before that (lessons 1 and 2).
 //! - **Misuse**: a pointer inside a hakmem region that is not a block start
-//!   ends the process with a one-line message naming the fault and address.
+//!   ends the process with a one-line message naming the fault and address;
+//!   so does a foreign pointer that cannot be glibc's either (a large block
+//!   hakmem already freed, a stack address, static data).
 //! - **Start-up and re-entrancy**: everything works from the very first call,
 //!   before any constructor (all state is const-initialised statics and a
 //!   const-initialised thread-local). [`init`] runs at load time only to make
@@ -107,7 +109,36 @@ unsafe fn free_other(p: *mut c_void) {
             }
         }
         // SAFETY: not hakmem's, so per the contract it is glibc's.
-        None => unsafe { external_guard::free(p) },
+        None => unsafe { foreign_free(p) },
+    }
+}
+
+/// A pointer hakmem does not own: aborts if it cannot be glibc's either (see
+/// [`foreign_misuse`]), else hands it to glibc.
+///
+/// # Safety
+/// As for [`free`], for a pointer the registry does not know.
+#[cold]
+#[inline(never)]
+unsafe fn foreign_free(p: *mut c_void) {
+    foreign_misuse(p, "double free (large block)");
+    // SAFETY: per the contract, and not a misuse we can recognise.
+    unsafe { external_guard::free(p) }
+}
+
+/// Aborts with a one-line message if `p`, which the registry does not know,
+/// is certainly not a live glibc block: a large block hakmem already freed
+/// (`freed`, the fault to name), or an address on a thread stack or in a
+/// loaded object (`external_guard::check`). Costs nothing on hakmem's own
+/// paths; see the boxes' pages for the cost per foreign pointer.
+#[cold]
+#[inline(never)]
+fn foreign_misuse(p: *mut c_void, freed: &'static str) {
+    if shared_pool::freed_large(p as usize) {
+        os::fatal(freed, p as usize);
+    }
+    if let Some(f) = external_guard::check(p as usize) {
+        os::fatal(f.as_str(), p as usize);
     }
 }
 
@@ -155,8 +186,11 @@ pub unsafe fn realloc_aligned(p: *mut c_void, n: usize, align: usize) -> *mut c_
             Ok(q) => out(q),
             Err(e) => invalid(e, p),
         },
-        // SAFETY: not hakmem's, so glibc's.
-        None => unsafe { external_guard::realloc(p, n) },
+        None => {
+            foreign_misuse(p, "realloc of a freed block (large block)");
+            // SAFETY: not hakmem's, so glibc's.
+            unsafe { external_guard::realloc(p, n) }
+        }
     }
 }
 
@@ -254,8 +288,11 @@ pub unsafe fn usable_size(p: *mut c_void) -> usize {
     };
     match shared_pool::lookup(u.addr()) {
         Some(r) => core_alloc::usable_size(r, u).unwrap_or_else(|e| invalid(e, p)),
-        // SAFETY: not hakmem's, so glibc's.
-        None => unsafe { external_guard::usable_size(p) },
+        None => {
+            foreign_misuse(p, "malloc_usable_size of a freed block (large block)");
+            // SAFETY: not hakmem's, so glibc's.
+            unsafe { external_guard::usable_size(p) }
+        }
     }
 }
 

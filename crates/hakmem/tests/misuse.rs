@@ -2,7 +2,9 @@
 //! thread, or after the allocating thread exited), a free of an interior
 //! pointer, and an overflow into a free block's list link end the process
 //! with SIGABRT and one line naming the fault and the address, for every size
-//! class served from slabs.
+//! class served from slabs; double frees do for large blocks too; so does a
+//! free, realloc or malloc_usable_size of a stack address or of static data.
+//! Blocks of glibc's own allocator still go to glibc.
 //!
 //! Needs the release library (`cargo build --release -p hakmem`), as the
 //! preload suite does.
@@ -45,6 +47,10 @@ fn class_sizes() -> Vec<usize> {
     v
 }
 
+/// Large blocks (one mapping each): just above the slab classes, a 4 MiB
+/// one (a whole segment's size), and a size that is not a page multiple.
+const LARGE_SIZES: [usize; 3] = [200 << 10, 4 << 20, (1 << 20) + 12345];
+
 fn expect_abort(exe: &Path, mode: &str, size: usize, message: &str) {
     let out = Command::new(exe)
         .arg(mode)
@@ -60,10 +66,9 @@ fn expect_abort(exe: &Path, mode: &str, size: usize, message: &str) {
         out.status,
         String::from_utf8_lossy(&out.stdout)
     );
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("hakmem: "))
-        .unwrap_or_else(|| panic!("{mode} {size}: no hakmem line in {err:?}"));
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("hakmem: ")).collect();
+    assert_eq!(lines.len(), 1, "{mode} {size}: one hakmem line in {err:?}");
+    let line = lines[0];
     assert!(
         line.contains(message) && line.contains(" at 0x"),
         "{mode} {size}: {line}"
@@ -108,4 +113,90 @@ fn overflow_into_a_free_neighbours_link_every_class() {
     for s in class_sizes() {
         expect_abort(&exe, "overflow", s, "free list corrupted");
     }
+}
+
+#[test]
+fn double_free_of_a_large_block() {
+    let exe = program();
+    for s in LARGE_SIZES {
+        for mode in [
+            "same",
+            "cross",
+            "late-cross",
+            "aligned-same",
+            "aligned-cross",
+        ] {
+            expect_abort(&exe, mode, s, "double free (large block)");
+        }
+    }
+}
+
+#[test]
+fn realloc_or_usable_size_of_a_freed_large_block() {
+    let exe = program();
+    for s in LARGE_SIZES {
+        expect_abort(
+            &exe,
+            "large-realloc",
+            s,
+            "realloc of a freed block (large block)",
+        );
+        expect_abort(
+            &exe,
+            "large-usable",
+            s,
+            "malloc_usable_size of a freed block (large block)",
+        );
+    }
+}
+
+#[test]
+fn interior_pointer_of_a_large_block() {
+    let exe = program();
+    for s in LARGE_SIZES {
+        expect_abort(&exe, "interior", s, "invalid free");
+    }
+}
+
+#[test]
+fn free_of_a_stack_address() {
+    let exe = program();
+    for mode in [
+        "stack",
+        "stack-thread",
+        "stack-main-from-thread",
+        "realloc-stack",
+        "usable-stack",
+    ] {
+        expect_abort(&exe, mode, 64, "invalid free: pointer is on a thread stack");
+    }
+}
+
+#[test]
+fn free_of_static_data() {
+    let exe = program();
+    for mode in ["global", "global-bss", "global-rodata"] {
+        expect_abort(
+            &exe,
+            mode,
+            64,
+            "invalid free: pointer into static data of a loaded object",
+        );
+    }
+}
+
+#[test]
+fn glibc_blocks_still_go_to_glibc() {
+    let out = Command::new(program())
+        .args(["glibc", "64"])
+        .env("LD_PRELOAD", lib())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("glibc OK"),
+        "{:?} stderr {err}",
+        out.status
+    );
+    assert!(!err.contains("hakmem:"), "{err}");
 }

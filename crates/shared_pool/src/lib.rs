@@ -519,17 +519,59 @@ pub fn map_large(size: usize, align: usize) -> Option<&'static mut LargeRegion> 
     Some(r)
 }
 
-/// Unregisters and unmaps a large region.
+/// Unregisters and unmaps a large region, and remembers its block's address
+/// (see [`freed_large`]).
 ///
 /// # Safety
 /// The region's block was freed by the program; nothing refers to it.
 pub unsafe fn unmap_large(r: &'static mut LargeRegion) {
     let (base, len) = (r as *mut LargeRegion as usize, r.map_len());
+    let user = r.user().addr();
     REGISTRY.unregister(base, len);
     LARGE_REGIONS.fetch_sub(1, Ordering::Relaxed);
     LARGE_BYTES.fetch_sub(len, Ordering::Relaxed);
     // SAFETY: unregistered and unreferenced per the contract.
     unsafe { LargeRegion::destroy(NonNull::from(r)) }
+    bury(user);
+}
+
+/// How many recently freed large blocks [`freed_large`] remembers.
+pub const FREED_LARGE_MEMORY: usize = 64;
+
+/// User addresses of the last [`FREED_LARGE_MEMORY`] large blocks freed, in a
+/// ring. Entries are hints only: [`freed_large`] also requires the address to
+/// be unmapped when it is asked, so a stale or overwritten entry can make it
+/// miss a double free but never report one that is not.
+static GRAVEYARD: [AtomicUsize; FREED_LARGE_MEMORY] =
+    [const { AtomicUsize::new(0) }; FREED_LARGE_MEMORY];
+static GRAVE_NEXT: AtomicUsize = AtomicUsize::new(0);
+
+fn bury(user: usize) {
+    let i = GRAVE_NEXT.fetch_add(1, Ordering::Relaxed) % FREED_LARGE_MEMORY;
+    GRAVEYARD[i].store(user, Ordering::Relaxed);
+}
+
+/// True if `addr`, which the registry does not know, is the block address of
+/// one of the last [`FREED_LARGE_MEMORY`] large blocks hakmem freed and its
+/// page is unmapped now: a second free (or use) of a large block.
+///
+/// Judging only unmapped addresses makes a false report impossible: a page
+/// that is not mapped holds nobody's live block, so a pointer into it cannot
+/// be a valid argument to `free` whoever allocated it. If the range was mapped
+/// again (by hakmem, glibc or anyone), the answer is false and the caller
+/// treats the pointer as it would any other foreign one. Lock-free; costs a
+/// mask test for almost every foreign pointer (block addresses of large
+/// regions sit at a power-of-two offset of at least 64 from a 4 MiB
+/// boundary, or on one), a scan of the ring otherwise, and one `mincore` on a
+/// match.
+#[cold]
+#[inline(never)]
+pub fn freed_large(addr: usize) -> bool {
+    let off = addr & (superslab::SEGMENT_SIZE - 1);
+    if !(off == 0 || (off.is_power_of_two() && off >= superslab::segment::LARGE_HEADER)) {
+        return false;
+    }
+    GRAVEYARD.iter().any(|g| g.load(Ordering::Relaxed) == addr) && !os::is_mapped(addr)
 }
 
 /// Resizes a large region in place to hold `size` bytes, keeping it
@@ -640,5 +682,37 @@ mod tests {
         unsafe { unmap_large(r) };
         assert!(lookup(user).is_none());
         assert_eq!(stats().large_regions, 0);
+        // Its address is remembered while it stays unmapped, and only then.
+        assert!(freed_large(user));
+        assert!(!freed_large(user + 16));
+        let again = os::map(4096).unwrap();
+        assert!(
+            !freed_large(again.as_ptr() as usize),
+            "never freed by hakmem"
+        );
+        let r = map_large(300_000, 1 << 16).unwrap();
+        let aligned = r.user().addr();
+        // SAFETY: unreferenced.
+        unsafe { unmap_large(r) };
+        assert!(freed_large(aligned));
+        // SAFETY: the page was never mapped by hakmem; a fixed mapping puts
+        // one over the freed block, as glibc or anyone else might.
+        let over = unsafe {
+            libc::mmap(
+                aligned as *mut libc::c_void,
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        assert_eq!(over as usize, aligned);
+        assert!(!freed_large(aligned), "mapped again: not judged");
+        // SAFETY: our test mappings.
+        unsafe {
+            os::unmap(over.cast(), 4096);
+            os::unmap(again.as_ptr(), 4096);
+        }
     }
 }

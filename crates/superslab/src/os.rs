@@ -98,6 +98,26 @@ pub unsafe fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
     r != libc::MAP_FAILED
 }
 
+/// True if the page holding `addr` is mapped (by anyone). Used only to judge
+/// a pointer hakmem does not own: an unmapped address cannot be anybody's
+/// live block. One `mincore` system call.
+/// `errno` is left as it was (this runs inside `free`).
+pub fn is_mapped(addr: usize) -> bool {
+    let mut vec = 0u8;
+    // SAFETY: __errno_location returns the calling thread's errno slot.
+    let errno = unsafe { libc::__errno_location() };
+    // SAFETY: as above.
+    let saved = unsafe { *errno };
+    // SAFETY: mincore only inspects the page tables for the given page and
+    // writes one byte to `vec`; it fails with ENOMEM if the page is unmapped.
+    let r = unsafe { libc::mincore((addr & !(PAGE - 1)) as *mut libc::c_void, PAGE, &mut vec) };
+    // SAFETY: as above.
+    let unmapped = r != 0 && unsafe { *errno } == libc::ENOMEM;
+    // SAFETY: as above.
+    unsafe { *errno = saved };
+    !unmapped
+}
+
 /// True if the running kernel's page size is the one hakmem was built for.
 pub fn page_size_ok() -> bool {
     // SAFETY: sysconf has no preconditions.
