@@ -28,14 +28,19 @@ fn set_errno(e: c_int) {
     unsafe { *libc::__errno_location() = e };
 }
 
+// The results go through `black_box`: LLVM knows the malloc family and may
+// otherwise fold `malloc(huge) == NULL` to false in an optimised build (the
+// call's result escapes nowhere, so it may assume the allocation succeeded).
+use std::hint::black_box;
+
 fn malloc(n: usize) -> *mut u8 {
     // SAFETY: malloc accepts any size.
-    unsafe { libc::malloc(n) }.cast()
+    black_box(unsafe { libc::malloc(black_box(n)) }).cast()
 }
 
 fn calloc(n: usize, s: usize) -> *mut u8 {
     // SAFETY: calloc accepts any sizes.
-    unsafe { libc::calloc(n, s) }.cast()
+    black_box(unsafe { libc::calloc(black_box(n), black_box(s)) }).cast()
 }
 
 /// # Safety
@@ -69,12 +74,12 @@ fn posix_memalign(align: usize, n: usize) -> (c_int, *mut u8) {
 
 fn aligned_alloc(align: usize, n: usize) -> *mut u8 {
     // SAFETY: aligned_alloc accepts any arguments.
-    unsafe { libc::aligned_alloc(align, n) }.cast()
+    black_box(unsafe { libc::aligned_alloc(black_box(align), black_box(n)) }).cast()
 }
 
 fn memalign(align: usize, n: usize) -> *mut u8 {
     // SAFETY: memalign accepts any arguments.
-    unsafe { libc::memalign(align, n) }.cast()
+    black_box(unsafe { libc::memalign(black_box(align), black_box(n)) }).cast()
 }
 
 /// Fills `n` bytes at `p` with a pattern depending on `seed`.
