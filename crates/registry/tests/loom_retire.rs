@@ -18,6 +18,13 @@
 //!   that replaced it);
 //! - registrations of neighbours in the same leaf are unaffected.
 //!
+//! Each model also checks that loom produced every outcome it is meant to
+//! cover (a region found and not found at each address, the flag seen, a
+//! lost leaf race): loom's exploration has known blind spots
+//! (tokio-rs/loom#166, #392: a relaxed load is never moved after another
+//! thread's load-then-store on the same atomic), so a model that silently
+//! skipped a case would otherwise pass.
+//!
 //! Mutations checked (each one temporarily applied to `src/lib.rs`, the
 //! model run, the change reverted):
 //! - `unregister` clearing one granule too few (`clear(first, last)`):
@@ -54,12 +61,16 @@ use loom::sync::Arc;
 use loom::thread;
 use registry::{GranuleMap, LeafSource, Region, Registry, GRANULE, GRANULE_SHIFT, LEAF_BYTES};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::collections::BTreeSet;
 use std::ptr::NonNull;
+use std::sync::Mutex;
 
 const G: usize = GRANULE;
 
 struct Src {
     live: AtomicUsize,
+    /// Model-only, outside loom: a registrar lost the race for a leaf.
+    lost: std::sync::atomic::AtomicBool,
 }
 fn layout() -> Layout {
     Layout::from_size_align(LEAF_BYTES, 64).unwrap()
@@ -73,6 +84,7 @@ unsafe impl LeafSource for Src {
     }
     unsafe fn free_leaf(&self, leaf: NonNull<u8>) {
         self.live.fetch_sub(1, Ordering::Relaxed);
+        self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: allocated above with the same layout.
         unsafe { dealloc(leaf.as_ptr(), layout()) }
     }
@@ -84,20 +96,43 @@ struct World {
     m: GranuleMap,
     src: Src,
     hdr: [AtomicUsize; 8],
+    /// Model-only, outside loom: the outcomes observed, so that a test can
+    /// check that loom explored each of them (its exploration has blind
+    /// spots: tokio-rs/loom#166, #392).
+    seen: std::sync::Arc<Seen>,
 }
 
-fn world() -> Arc<World> {
+type Seen = Mutex<BTreeSet<&'static str>>;
+
+fn world(seen: std::sync::Arc<Seen>) -> Arc<World> {
     Arc::new(World {
         r: Registry::new(),
         m: GranuleMap::new(),
         src: Src {
             live: AtomicUsize::new(0),
+            lost: std::sync::atomic::AtomicBool::new(false),
         },
         hdr: std::array::from_fn(|_| AtomicUsize::new(0)),
+        seen,
     })
 }
 
+/// Runs `f` under loom, then checks that every outcome in `expected` was
+/// observed in some execution.
+fn model(expected: &[&'static str], f: impl Fn(std::sync::Arc<Seen>) + Send + Sync + 'static) {
+    let seen = std::sync::Arc::new(Seen::default());
+    let s = seen.clone();
+    loom::model(move || f(s.clone()));
+    let seen = seen.lock().unwrap();
+    for e in expected {
+        assert!(seen.contains(e), "loom never produced {e:?}: {seen:?}");
+    }
+}
+
 impl World {
+    fn saw(&self, what: &'static str) {
+        self.seen.lock().unwrap().insert(what);
+    }
     /// Initialises the region's header, then registers it (as `shared_pool`
     /// does: `map_large` writes the header, then registers).
     fn register(&self, base: usize, len: usize, tag: u8) {
@@ -128,12 +163,23 @@ fn parts(r: Region) -> (usize, usize, u8) {
 /// the neighbour is left, and exactly one leaf was kept.
 #[test]
 fn unregister_races_lookups_and_a_neighbour_registration() {
-    loom::model(|| {
-        let w = world();
+    let outcomes = [
+        "a: found",
+        "a: none",
+        "a end: found",
+        "a end: none",
+        "b: found",
+        "b: none",
+        "retired: seen",
+        "leaf race lost",
+    ];
+    model(&outcomes, |seen| {
+        let w = world(seen);
         let retired = Arc::new(AtomicBool::new(false));
         let (a, a_len) = (G, G + G / 2); // granules 1 and 2
         let b = 3 * G; // granule 3: same leaf
-        let check = move |w: &World, r: Option<Region>| {
+        let check = move |w: &World, r: Option<Region>, what: [&'static str; 2]| {
+            w.saw(what[usize::from(r.is_none())]);
             if let Some(r) = r {
                 match parts(r) {
                     p if p == (a, a + a_len, 5) => assert_eq!(w.header(r), 5),
@@ -146,18 +192,23 @@ fn unregister_races_lookups_and_a_neighbour_registration() {
             let w = w.clone();
             thread::spawn(move || {
                 w.register(b, G, 7);
-                check(&w, w.r.lookup(b + 1));
+                check(&w, w.r.lookup(b + 1), ["b: found", "b: none"]);
                 assert!(w.r.lookup(b + G - 1).is_some());
             })
         };
         let reader = {
             let (w, retired) = (w.clone(), retired.clone());
             thread::spawn(move || {
-                check(&w, w.r.lookup(a + 1));
-                check(&w, w.r.lookup(a + a_len - 1));
+                check(&w, w.r.lookup(a + 1), ["a: found", "a: none"]);
+                check(
+                    &w,
+                    w.r.lookup(a + a_len - 1),
+                    ["a end: found", "a end: none"],
+                );
                 assert!(w.r.lookup(a + a_len).is_none(), "past the end");
-                check(&w, w.r.lookup(b + 1));
+                check(&w, w.r.lookup(b + 1), ["b: found", "b: none"]);
                 if retired.load(Ordering::Acquire) {
+                    w.saw("retired: seen");
                     assert!(w.r.lookup(a + 1).is_none(), "retired region found");
                     assert!(w.r.lookup(a + a_len - 1).is_none(), "retired region found");
                 }
@@ -172,6 +223,9 @@ fn unregister_races_lookups_and_a_neighbour_registration() {
         assert!(w.r.lookup(a).is_none() && w.r.lookup(a + G).is_none());
         assert_eq!(parts(w.r.lookup(b).unwrap()), (b, b + G, 7));
         assert_eq!(w.src.live.load(Ordering::Relaxed), 1, "one leaf survives");
+        if w.src.lost.load(std::sync::atomic::Ordering::Relaxed) {
+            w.saw("leaf race lost");
+        }
     });
 }
 
@@ -181,8 +235,9 @@ fn unregister_races_lookups_and_a_neighbour_registration() {
 /// each whole; once the resize is visible it sees the new extent.
 #[test]
 fn resize_reregisters_the_same_base_while_a_reader_looks_up() {
-    loom::model(|| {
-        let w = world();
+    let outcomes = ["old", "new", "none", "done: seen"];
+    model(&outcomes, |seen| {
+        let w = world(seen);
         let done = Arc::new(AtomicBool::new(false));
         let (base, old, new) = (G, G / 2, G + G / 2);
         w.register(base, old, 1);
@@ -190,17 +245,20 @@ fn resize_reregisters_the_same_base_while_a_reader_looks_up() {
             let (w, done) = (w.clone(), done.clone());
             thread::spawn(move || {
                 for addr in [base + 1, base + old, base + G + 1] {
-                    if let Some(r) = w.r.lookup(addr) {
-                        let p = parts(r);
-                        assert!(
-                            p == (base, base + old, 1) || p == (base, base + new, 1),
-                            "mixed or wrong region {p:x?}"
-                        );
+                    let r = w.r.lookup(addr);
+                    w.saw(match r.map(parts) {
+                        None => "none",
+                        Some(p) if p == (base, base + old, 1) => "old",
+                        Some(p) if p == (base, base + new, 1) => "new",
+                        Some(p) => panic!("mixed or wrong region {p:x?}"),
+                    });
+                    if let Some(r) = r {
                         assert!(addr < r.end());
                         assert_eq!(w.header(r), 1);
                     }
                 }
                 if done.load(Ordering::Acquire) {
+                    w.saw("done: seen");
                     let r = w.r.lookup(base + G + 1).expect("resized region");
                     assert_eq!(parts(r), (base, base + new, 1));
                 }
@@ -222,8 +280,16 @@ fn resize_reregisters_the_same_base_while_a_reader_looks_up() {
 /// segment.
 #[test]
 fn granule_cleared_and_reused_while_a_reader_looks_up() {
-    loom::model(|| {
-        let w = world();
+    let outcomes = [
+        "a: 16",
+        "a: 19",
+        "a: none",
+        "b: 19",
+        "b: none",
+        "cleared: seen",
+    ];
+    model(&outcomes, |seen| {
+        let w = world(seen);
         let cleared = Arc::new(AtomicBool::new(false));
         let (a, b) = (G, 2 * G);
         w.set(a, 16);
@@ -235,7 +301,16 @@ fn granule_cleared_and_reused_while_a_reader_looks_up() {
             let (w, cleared) = (w.clone(), cleared.clone());
             thread::spawn(move || {
                 let seen_clear = cleared.load(Ordering::Acquire);
-                if let Some(r) = w.m.lookup(a + 1) {
+                if seen_clear {
+                    w.saw("cleared: seen");
+                }
+                let r = w.m.lookup(a + 1);
+                w.saw(match r.map(|r| r.tag()) {
+                    None => "a: none",
+                    Some(16) => "a: 16",
+                    _ => "a: 19",
+                });
+                if let Some(r) = r {
                     match parts(r) {
                         // The old segment: its header may already be the new
                         // one's (the address is being reused), so only the
@@ -245,7 +320,9 @@ fn granule_cleared_and_reused_while_a_reader_looks_up() {
                         p => panic!("wrong region {p:x?}"),
                     }
                 }
-                if let Some(r) = w.m.lookup(b + G - 1) {
+                let r = w.m.lookup(b + G - 1);
+                w.saw(if r.is_some() { "b: 19" } else { "b: none" });
+                if let Some(r) = r {
                     assert_eq!(parts(r), (b, b + G, 19));
                     assert_eq!(w.header(r), 19);
                 }
@@ -272,7 +349,7 @@ fn granule_cleared_and_reused_while_a_reader_looks_up() {
 fn reuse_of_a_granule_by_another_region_can_mix_a_racing_lookup() {
     static MIXED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     loom::model(|| {
-        let w = world();
+        let w = world(Default::default());
         let (old, new) = ((2 * G, 2 * G + G / 2, 1), (G, 3 * G, 2));
         w.register(old.0, old.1 - old.0, old.2);
         let reader = {
