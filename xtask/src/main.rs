@@ -151,7 +151,7 @@ fn test(args: &[String]) -> Result<(), String> {
     )?;
     if !quick {
         run(
-            "loom models (remote free, registry publish)",
+            "loom models (remote free, registry publish and retire, pool hand-off)",
             cargo()
                 .args([
                     "test",
@@ -162,8 +162,19 @@ fn test(args: &[String]) -> Result<(), String> {
                     "remote_queue",
                     "-p",
                     "registry",
+                    "-p",
+                    "shared_pool",
                 ])
-                .args(["--test", "loom_remote_free", "--test", "loom_publish"])
+                .args([
+                    "--test",
+                    "loom_remote_free",
+                    "--test",
+                    "loom_publish",
+                    "--test",
+                    "loom_retire",
+                    "--test",
+                    "loom_pool_handoff",
+                ])
                 .env("RUSTFLAGS", "--cfg loom")
                 .env("LOOM_MAX_PREEMPTIONS", "3"),
         )?;

@@ -25,10 +25,10 @@
 use core::ptr::{self, NonNull};
 
 #[cfg(not(loom))]
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 #[cfg(loom)]
-use loom::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 /// log2 of the registration granule: regions are aligned to 4 MiB.
 pub const GRANULE_SHIFT: u32 = 22;
@@ -344,19 +344,28 @@ impl Registry {
 ///
 /// The map is 32 MiB of zero-initialised static memory (`.bss`); only the
 /// pages that hold bytes of registered granules are ever touched (one 4 KiB
-/// page covers 16 GiB of address space).
-#[cfg(not(loom))]
+/// page covers 16 GiB of address space). Under loom it shrinks with the
+/// registry to 8 granules, on loom's atomics (`tests/loom_retire.rs`).
 pub struct GranuleMap {
-    tags: [core::sync::atomic::AtomicU8; 1 << INDEX_BITS],
+    tags: [AtomicU8; 1 << INDEX_BITS],
 }
 
-#[cfg(not(loom))]
 impl GranuleMap {
     /// An empty map (usable as a `static`; too large for a stack).
+    #[cfg(not(loom))]
     #[allow(clippy::new_without_default)]
     pub const fn new() -> Self {
         Self {
-            tags: [const { core::sync::atomic::AtomicU8::new(0) }; 1 << INDEX_BITS],
+            tags: [const { AtomicU8::new(0) }; 1 << INDEX_BITS],
+        }
+    }
+
+    /// An empty map.
+    #[cfg(loom)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self {
+            tags: core::array::from_fn(|_| AtomicU8::new(0)),
         }
     }
 

@@ -17,20 +17,48 @@
 //! slab, a large block), never while calling anything that could allocate.
 //! Lock order, for `fork`: core_alloc's fallback-heap lock, then its heap-list
 //! lock, then this pool lock.
-#![cfg_attr(not(test), no_std)]
+//!
+//! Under `--cfg loom` the crate is only its [`SpinLock`], on loom's atomics:
+//! the pool proper lives in statics and `mmap`ped segments (and `superslab`
+//! does not build under loom), so `tests/loom_pool_handoff.rs` models the
+//! hand-off with this lock, the real `remote_queue` and a miniature of the
+//! lists.
+#![cfg_attr(not(any(test, loom)), no_std)]
 
+#[cfg(not(loom))]
 use core::cell::UnsafeCell;
+#[cfg(not(loom))]
 use core::ptr::{self, NonNull};
+#[cfg(not(loom))]
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicBool, Ordering};
+// Under loom a spin is a yield, so the model sees the waiting thread.
+#[cfg(not(loom))]
+use core::hint::spin_loop;
+#[cfg(loom)]
+use loom::{hint::spin_loop, thread::yield_now};
+#[cfg(not(loom))]
 use registry::{Granule, LeafSource, Region, Registry, LEAF_BYTES};
+#[cfg(not(loom))]
 use remote_queue::OwnerToken;
+#[cfg(not(loom))]
 use superslab::{os, LargeRegion, Segment, Slab, SlabKind, CLASSES, NUM_CLASSES};
 
 // Segments are registry granules: one segment, one registry entry.
+#[cfg(not(loom))]
 const _: () = assert!(superslab::SEGMENT_SHIFT == registry::GRANULE_SHIFT);
 
 /// Resident bytes of empty slabs kept for reuse before decommitting.
 pub const DIRTY_BUDGET: usize = 4 << 20;
+
+/// Gives the CPU away while the lock stays taken.
+#[cfg(not(loom))]
+#[inline(always)]
+fn yield_now() {
+    // SAFETY: sched_yield has no preconditions.
+    unsafe { libc::sched_yield() };
+}
 
 /// A test-and-test-and-set lock that yields the CPU after a short spin.
 /// Allocation-free and usable in a `static`.
@@ -46,7 +74,15 @@ impl Default for SpinLock {
 
 impl SpinLock {
     /// An unlocked lock.
+    #[cfg(not(loom))]
     pub const fn new() -> Self {
+        Self {
+            locked: AtomicBool::new(false),
+        }
+    }
+    /// An unlocked lock (loom's atomics cannot be built in a `const fn`).
+    #[cfg(loom)]
+    pub fn new() -> Self {
         Self {
             locked: AtomicBool::new(false),
         }
@@ -69,11 +105,10 @@ impl SpinLock {
         loop {
             while self.locked.load(Ordering::Relaxed) {
                 if spins < 64 {
-                    core::hint::spin_loop();
+                    spin_loop();
                     spins += 1;
                 } else {
-                    // SAFETY: sched_yield has no preconditions.
-                    unsafe { libc::sched_yield() };
+                    yield_now();
                 }
             }
             if self
@@ -99,7 +134,9 @@ impl SpinLock {
     }
 }
 
+#[cfg(not(loom))]
 struct OsLeaves;
+#[cfg(not(loom))]
 // SAFETY: os::map returns zeroed, page-aligned memory that stays mapped; a
 // leaf is unmapped only if it was never published.
 unsafe impl LeafSource for OsLeaves {
@@ -112,13 +149,16 @@ unsafe impl LeafSource for OsLeaves {
     }
 }
 
+#[cfg(not(loom))]
 static REGISTRY: Registry = Registry::new();
 /// One byte per granule for segments (exactly one granule each), the only
 /// record of them: a free's ownership test is a single load. Large regions
 /// live in `REGISTRY`; foreign pointers miss both.
+#[cfg(not(loom))]
 static SEGMENT_MAP: registry::GranuleMap = registry::GranuleMap::new();
 
 /// Looks `addr` up: the segment map first (one load), then the registry.
+#[cfg(not(loom))]
 #[inline(always)]
 pub fn lookup(addr: usize) -> Option<Region> {
     match SEGMENT_MAP.lookup(addr) {
@@ -129,17 +169,20 @@ pub fn lookup(addr: usize) -> Option<Region> {
 
 /// The segment holding `addr`, if any: one load from the segment granule
 /// map (the free fast path). Its tag is the segment's slab shift.
+#[cfg(not(loom))]
 #[inline(always)]
 pub fn find_segment(addr: usize) -> Option<Granule> {
     SEGMENT_MAP.find(addr)
 }
 
+#[cfg(not(loom))]
 #[cold]
 #[inline(never)]
 fn lookup_slow(addr: usize) -> Option<Region> {
     REGISTRY.lookup(addr)
 }
 
+#[cfg(not(loom))]
 fn register(base: usize, len: usize, tag: u8) {
     if let Err(e) = REGISTRY.register_tagged(base, len, tag, &OsLeaves) {
         // Lesson 3: a region we cannot register must not exist silently.
@@ -147,6 +190,7 @@ fn register(base: usize, len: usize, tag: u8) {
     }
 }
 
+#[cfg(not(loom))]
 struct Lists {
     /// Per class: slabs with no owner that hold free or returning blocks.
     partial: [*mut Slab; NUM_CLASSES],
@@ -157,14 +201,17 @@ struct Lists {
     dirty_bytes: usize,
 }
 
+#[cfg(not(loom))]
 struct Pool {
     lock: SpinLock,
     lists: UnsafeCell<Lists>,
 }
 
+#[cfg(not(loom))]
 // SAFETY: `lists` is only accessed with `lock` held.
 unsafe impl Sync for Pool {}
 
+#[cfg(not(loom))]
 static POOL: Pool = Pool {
     lock: SpinLock::new(),
     lists: UnsafeCell::new(Lists {
@@ -175,8 +222,11 @@ static POOL: Pool = Pool {
     }),
 };
 
+#[cfg(not(loom))]
 static SEGMENTS: AtomicUsize = AtomicUsize::new(0);
+#[cfg(not(loom))]
 static LARGE_REGIONS: AtomicUsize = AtomicUsize::new(0);
+#[cfg(not(loom))]
 static LARGE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// Counters for tests and statistics.
@@ -193,6 +243,7 @@ pub struct PoolStats {
 }
 
 /// Current counters.
+#[cfg(not(loom))]
 pub fn stats() -> PoolStats {
     let g = Guard::new();
     let dirty = g.lists().dirty_bytes;
@@ -205,7 +256,9 @@ pub fn stats() -> PoolStats {
     }
 }
 
+#[cfg(not(loom))]
 struct Guard;
+#[cfg(not(loom))]
 impl Guard {
     fn new() -> Self {
         POOL.lock.lock();
@@ -217,22 +270,26 @@ impl Guard {
         unsafe { &mut *POOL.lists.get() }
     }
 }
+#[cfg(not(loom))]
 impl Drop for Guard {
     fn drop(&mut self) {
         POOL.lock.unlock();
     }
 }
 
+#[cfg(not(loom))]
 fn kind_index(k: SlabKind) -> usize {
     k as usize
 }
 
+#[cfg(not(loom))]
 fn full_mask(seg: &Segment) -> u64 {
     let n = seg.slab_count();
     (if n == 64 { u64::MAX } else { (1u64 << n) - 1 }) & !1
 }
 
 /// Links a segment into its kind's free-slot list. Lock held.
+#[cfg(not(loom))]
 fn list_segment(l: &mut Lists, seg: &Segment) {
     // SAFETY: lock held (we have `&mut Lists`).
     let st = unsafe { seg.pool_state() };
@@ -251,6 +308,7 @@ fn list_segment(l: &mut Lists, seg: &Segment) {
     l.segs[k] = me;
 }
 
+#[cfg(not(loom))]
 fn unlist_segment(l: &mut Lists, seg: &Segment) {
     // SAFETY: lock held.
     let st = unsafe { seg.pool_state() };
@@ -285,6 +343,7 @@ pub enum Source {
 
 /// Hands the caller (`owner`, a non-zero id) a slab of `class`, claimed for it.
 /// Returns `None` only if the OS refuses memory.
+#[cfg(not(loom))]
 pub fn acquire(class: usize, owner: usize) -> Option<(&'static Slab, Source)> {
     let kind = CLASSES[class].kind;
     let k = kind_index(kind);
@@ -357,6 +416,7 @@ pub fn acquire(class: usize, owner: usize) -> Option<(&'static Slab, Source)> {
 /// Puts a slab on its class's partial list for adoption. The slab must have
 /// been released (no owner) by its former owner, or woken from detachment by
 /// the caller's push ([`remote_queue::Push::Woke`]), and be on no list.
+#[cfg(not(loom))]
 pub fn publish_partial(slab: &'static Slab) {
     let class = slab.class().unwrap_or_else(|| {
         os::fatal(
@@ -373,6 +433,7 @@ pub fn publish_partial(slab: &'static Slab) {
 }
 
 /// Gives back a slab that holds no blocks. Consumes the owner's token.
+#[cfg(not(loom))]
 pub fn release_empty(slab: &'static Slab, tok: OwnerToken<'static>) {
     debug_assert_eq!(slab.used(&tok), 0);
     slab.remote.release(tok);
@@ -418,6 +479,7 @@ pub fn release_empty(slab: &'static Slab, tok: OwnerToken<'static>) {
 /// those that turn out empty. A slab published as partial (by an exiting
 /// thread) whose blocks all come home through its remote queue would
 /// otherwise hold its memory until some thread adopts it.
+#[cfg(not(loom))]
 fn trim_partials() -> bool {
     // Never a heap's address, so never a real owner.
     let trimmer = &POOL as *const Pool as usize;
@@ -452,6 +514,7 @@ fn trim_partials() -> bool {
 
 /// Drains partial slabs, decommits every resident empty slab and unmaps every
 /// idle segment (`malloc_trim`). Returns true if anything was released.
+#[cfg(not(loom))]
 pub fn trim() -> bool {
     let mut released = trim_partials();
     loop {
@@ -509,6 +572,7 @@ pub fn trim() -> bool {
 }
 
 /// Maps and registers a large region for `size` bytes aligned to `align`.
+#[cfg(not(loom))]
 pub fn map_large(size: usize, align: usize) -> Option<&'static mut LargeRegion> {
     let h = LargeRegion::create(size, align)?;
     // SAFETY: freshly created, ours alone.
@@ -524,6 +588,7 @@ pub fn map_large(size: usize, align: usize) -> Option<&'static mut LargeRegion> 
 ///
 /// # Safety
 /// The region's block was freed by the program; nothing refers to it.
+#[cfg(not(loom))]
 pub unsafe fn unmap_large(r: &'static mut LargeRegion) {
     let (base, len) = (r as *mut LargeRegion as usize, r.map_len());
     let user = r.user().addr();
@@ -536,16 +601,20 @@ pub unsafe fn unmap_large(r: &'static mut LargeRegion) {
 }
 
 /// How many recently freed large blocks [`freed_large`] remembers.
+#[cfg(not(loom))]
 pub const FREED_LARGE_MEMORY: usize = 64;
 
 /// User addresses of the last [`FREED_LARGE_MEMORY`] large blocks freed, in a
 /// ring. Entries are hints only: [`freed_large`] also requires the address to
 /// be unmapped when it is asked, so a stale or overwritten entry can make it
 /// miss a double free but never report one that is not.
+#[cfg(not(loom))]
 static GRAVEYARD: [AtomicUsize; FREED_LARGE_MEMORY] =
     [const { AtomicUsize::new(0) }; FREED_LARGE_MEMORY];
+#[cfg(not(loom))]
 static GRAVE_NEXT: AtomicUsize = AtomicUsize::new(0);
 
+#[cfg(not(loom))]
 fn bury(user: usize) {
     let i = GRAVE_NEXT.fetch_add(1, Ordering::Relaxed) % FREED_LARGE_MEMORY;
     GRAVEYARD[i].store(user, Ordering::Relaxed);
@@ -564,6 +633,7 @@ fn bury(user: usize) {
 /// regions sit at a power-of-two offset of at least 64 from a 4 MiB
 /// boundary, or on one), a scan of the ring otherwise, and one `mincore` on a
 /// match.
+#[cfg(not(loom))]
 #[cold]
 #[inline(never)]
 pub fn freed_large(addr: usize) -> bool {
@@ -579,6 +649,7 @@ pub fn freed_large(addr: usize) -> bool {
 ///
 /// # Safety
 /// The caller owns the region's block (it is being reallocated).
+#[cfg(not(loom))]
 pub unsafe fn resize_large(r: &mut LargeRegion, size: usize) -> bool {
     let (base, old) = (r as *mut LargeRegion as usize, r.map_len());
     REGISTRY.unregister(base, old);
@@ -598,15 +669,18 @@ pub unsafe fn resize_large(r: &mut LargeRegion, size: usize) -> bool {
 
 /// Maps `len` bytes of zeroed metadata memory that is never returned (heap
 /// structures). Keeps all OS calls behind this box and `superslab`.
+#[cfg(not(loom))]
 pub fn meta_chunk(len: usize) -> Option<NonNull<u8>> {
     os::map(len)
 }
 
 /// Takes the pool lock before `fork` (second in hakmem's lock order).
+#[cfg(not(loom))]
 pub fn fork_prepare() {
     POOL.lock.lock();
 }
 /// Releases the pool lock in the parent after `fork`.
+#[cfg(not(loom))]
 pub fn fork_parent() {
     POOL.lock.unlock();
 }
@@ -614,12 +688,13 @@ pub fn fork_parent() {
 ///
 /// # Safety
 /// Only in the child right after `fork`.
+#[cfg(not(loom))]
 pub unsafe fn fork_child() {
     // SAFETY: per the contract.
     unsafe { POOL.lock.reset_after_fork() };
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use superslab::class_of;
