@@ -1,31 +1,37 @@
 //! Free-block guard words (feature `double-free-check`, on by default):
-//! double-free detection and free-list link protection in one word.
+//! double-free detection and free-list link protection.
 //!
-//! A free small or medium block holds its list link in its first word and,
-//! in its second, a check word: `block address ^ link ^ secret`, where the
-//! secret is per process (the kernel's `AT_RANDOM` bytes, read once, no
-//! system call). Every list of free blocks (thread caches, slab free lists,
-//! remote queues) is written through [`link`] and read through [`next`]:
+//! A free small or medium block holds two words. The second is a canary,
+//! `c = block address ^ secret`, where the secret is per process (the
+//! kernel's `AT_RANDOM` bytes, read once, no system call). The first is the
+//! list link, stored masked: `next ^ c`. Every list of free blocks (thread
+//! caches, slab free lists, carving, remote queues) is written through
+//! [`link`] and read through [`next`]:
 //!
-//! - **Corrupted links are detected, not followed.** [`next`] recomputes the
-//!   check word before it returns the link; an overflow of a live block into
-//!   a free neighbour (or any write to a freed block) that changes the link
-//!   or the check word aborts with `hakmem: free list corrupted ...` instead
-//!   of handing out an attacker-chosen address. Forging a pair that passes
-//!   needs the secret.
-//! - **Double frees are detected at the second free.** [`on_free`] finds a
-//!   block whose two words already form a valid pair: the block is free right
-//!   now (in some thread's cache, a slab's free list or a remote queue), so
-//!   this is a double free, from whichever thread. `malloc` clears the check
-//!   word when it hands the block out ([`on_alloc`]), and carving links fresh
-//!   blocks through [`link`], so a free of a block start that was never handed
-//!   out is caught too.
+//! - **Double frees are detected at the second free.** [`on_free`] reads only
+//!   the second word: finding the canary means the block is free right now
+//!   (in some thread's cache, a slab's free list or a remote queue), so this
+//!   is a double free, from whichever thread. `malloc` clears the canary when
+//!   it hands the block out ([`on_alloc`]), and carving links fresh blocks
+//!   through [`link`], so a free of a block start that was never handed out
+//!   is caught too. Reading only the second word matters: a program that has
+//!   just written the first bytes of a block and frees it would otherwise
+//!   make `free` wait for a store that only partly covers the load (a
+//!   store-forwarding stall, measured at 25% of a malloc+free pair).
+//! - **Corrupted links are detected, not followed.** [`next`] checks the
+//!   canary and that the unmasked link is a possible block address (16-byte
+//!   aligned, below 2^47, or null) before it returns it: an overflow of a live
+//!   block into a free neighbour (or any write to a freed block) aborts with
+//!   `hakmem: free list corrupted ...` instead of handing out an address the
+//!   writer chose. Without the secret, a rewritten link passes the address
+//!   test with probability 2^-21 (21 bits must come out zero); a rewritten
+//!   canary is caught outright.
 //!
-//! Cost: on `free`, one more load from the line it writes anyway; on
-//! `malloc`, a load and compare on the line it reads anyway. A live block whose
-//! program data happens to form a valid pair would be a false alarm: a 2^-64
-//! event unless the program knows the secret. Without the feature, links are
-//! plain pointers and nothing is checked.
+//! Cost: `free` loads and compares the canary (on a line it writes anyway);
+//! `malloc` loads, compares and unmasks on the line it reads anyway. A live
+//! block whose program data happens to equal its canary would be a false
+//! alarm: a 2^-64 event unless the program knows the secret. Without the
+//! feature, links are plain pointers and nothing is checked.
 
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use remote_queue::Node;
@@ -61,11 +67,15 @@ pub fn key() -> usize {
 
 const ON: bool = cfg!(feature = "double-free-check");
 
-/// The check word of a free block `n` whose link is `next`.
+/// The canary of free block `n`.
 #[inline(always)]
-fn check(n: *mut Node, next: *mut Node, key: usize) -> usize {
-    n as usize ^ next as usize ^ key
+fn canary(n: *mut Node, key: usize) -> usize {
+    n as usize ^ key
 }
+
+/// Bits that are zero in every possible link: block addresses are 16-byte
+/// aligned and below 2^47 (user space, 4-level paging), null is zero.
+const NOT_AN_ADDRESS: usize = 0xffff_8000_0000_000f;
 
 /// Links `n` to `next` and marks it free (writes both guard words).
 ///
@@ -75,16 +85,19 @@ fn check(n: *mut Node, next: *mut Node, key: usize) -> usize {
 pub unsafe fn link(n: *mut Node, next: *mut Node, key: usize) {
     // SAFETY: per the contract, the block has two words we may write.
     unsafe {
-        (*n).next = next;
         if ON {
-            (n as *mut usize).add(1).write(check(n, next, key));
+            let c = canary(n, key);
+            (n as *mut usize).write(next as usize ^ c);
+            (n as *mut usize).add(1).write(c);
+        } else {
+            (*n).next = next;
         }
     }
 }
 
-/// The link of free block `n`, verified: aborts if the block's guard words
-/// do not form a valid pair (corrupted list, or a block listed twice and
-/// handed out in between).
+/// The link of free block `n`, verified: aborts if the block's canary is
+/// gone or its unmasked link is not a possible block address (a corrupted
+/// list, or a block listed twice and handed out in between).
 ///
 /// # Safety
 /// `n` is a block on a free list the caller owns.
@@ -92,11 +105,15 @@ pub unsafe fn link(n: *mut Node, next: *mut Node, key: usize) {
 pub unsafe fn next(n: *mut Node, key: usize) -> *mut Node {
     // SAFETY: per the contract, both words are readable.
     unsafe {
-        let next = (*n).next;
-        if ON && (n as *const usize).add(1).read() != check(n, next, key) {
+        if !ON {
+            return (*n).next;
+        }
+        let c = canary(n, key);
+        let next = (n as *const usize).read() ^ c;
+        if (n as *const usize).add(1).read() != c || next & NOT_AN_ADDRESS != 0 {
             corrupted(n);
         }
-        next
+        next as *mut Node
     }
 }
 
@@ -110,12 +127,9 @@ pub unsafe fn on_free(n: *mut Node, key: usize) {
     if !ON {
         return;
     }
-    // SAFETY: per the contract, the block has two readable words.
-    unsafe {
-        let w = n as *const usize;
-        if w.add(1).read() == check(n, w.read() as *mut Node, key) {
-            double_free(n);
-        }
+    // SAFETY: per the contract, the block has a readable second word.
+    if unsafe { (n as *const usize).add(1).read() } == canary(n, key) {
+        double_free(n);
     }
 }
 
