@@ -19,6 +19,8 @@ benchmarks:
   xthread        producer/consumer pairs: every block freed by another thread, 1 and 2 pairs
   st-pair        single-thread malloc(32)+free loop
   thread-latency thread start -> first malloc -> exit, 20000 times
+  rss-return     1 GiB of 256-byte blocks allocated, all freed: the share of the
+                 peak no longer resident one second later (no malloc_trim call)
   all            every benchmark above
 
 options:
@@ -48,9 +50,20 @@ struct Alloc {
     expect: &'static str,
 }
 
+/// What a row measures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    /// Operations per second (`Throughput = ...`).
+    Ops,
+    /// Share of a heap peak returned to the OS within a second
+    /// (`returned_pct: ...`), in percent.
+    ReturnedPct,
+}
+
 struct Row {
     /// Binary to run.
     bench: &'static str,
+    unit: Unit,
     /// Name in the table (the binary, or a named parameter set).
     label: &'static str,
     threads: u32,
@@ -153,6 +166,7 @@ fn rows(bench: &str, o: &Opts) -> Result<Vec<Row>, String> {
                 .map_err(|_| format!("larson: threads `{}` is not a number", o.extra[6]))?;
             return Ok(vec![Row {
                 bench: "larson",
+                unit: Unit::Ops,
                 label: "larson",
                 threads: t,
                 args: o.extra.clone(),
@@ -163,6 +177,7 @@ fn rows(bench: &str, o: &Opts) -> Result<Vec<Row>, String> {
             .into_iter()
             .map(|t| Row {
                 bench: "larson",
+                unit: Unit::Ops,
                 label: "larson",
                 threads: t,
                 args: [
@@ -187,6 +202,7 @@ fn rows(bench: &str, o: &Opts) -> Result<Vec<Row>, String> {
         };
         vec![Row {
             bench: "random_mixed",
+            unit: Unit::Ops,
             label: "random_mixed",
             threads: 1,
             args,
@@ -199,6 +215,7 @@ fn rows(bench: &str, o: &Opts) -> Result<Vec<Row>, String> {
             .into_iter()
             .map(|t| Row {
                 bench: "mid_large_mt",
+                unit: Unit::Ops,
                 label: "mid_large_mt",
                 threads: t,
                 args: vec![t.to_string(), "60000".into(), "256".into(), "1".into()],
@@ -207,6 +224,7 @@ fn rows(bench: &str, o: &Opts) -> Result<Vec<Row>, String> {
     };
     let simple = |name: &'static str, threads: u32, args: &[&str]| Row {
         bench: name,
+        unit: Unit::Ops,
         label: name,
         threads,
         args: args.iter().map(|a| a.to_string()).collect(),
@@ -218,6 +236,7 @@ fn rows(bench: &str, o: &Opts) -> Result<Vec<Row>, String> {
             .into_iter()
             .map(|t| Row {
                 bench: "larson",
+                unit: Unit::Ops,
                 label: "larson-churn",
                 threads: t,
                 args: [
@@ -242,12 +261,19 @@ fn rows(bench: &str, o: &Opts) -> Result<Vec<Row>, String> {
     };
     let st = || vec![simple("st_pair", 1, &["50000000", "32"])];
     let tl = || vec![simple("thread_latency", 1, &["20000"])];
+    let rss = || {
+        vec![Row {
+            unit: Unit::ReturnedPct,
+            ..simple("rss_return", 1, &["1024", "256"])
+        }]
+    };
     match bench {
         "larson" => larson(o),
         "larson-churn" => Ok(churn(o)),
         "xthread" => Ok(xthread()),
         "st-pair" => Ok(st()),
         "thread-latency" => Ok(tl()),
+        "rss-return" => Ok(rss()),
         "random-mixed" => Ok(rm(o)),
         "mid-large-mt" => Ok(ml(o)),
         "all" => {
@@ -261,6 +287,7 @@ fn rows(bench: &str, o: &Opts) -> Result<Vec<Row>, String> {
             r.extend(xthread());
             r.extend(st());
             r.extend(tl());
+            r.extend(rss());
             Ok(r)
         }
         other => Err(format!("unknown benchmark `{other}`\n\n{HELP}")),
@@ -417,10 +444,14 @@ fn run_one(row: &Row, a: &Alloc) -> Result<(f64, u64, String), String> {
             "expected malloc from the benchmark binary itself, got `{ident}`"
         ));
     }
-    let ops = field("Throughput =")
+    let key = match row.unit {
+        Unit::Ops => "Throughput =",
+        Unit::ReturnedPct => "returned_pct:",
+    };
+    let ops = field(key)
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse::<f64>().ok())
-        .ok_or("no `Throughput =` line")?;
+        .ok_or(format!("no `{key}` line"))?;
     let rss = field("peak_rss_kib:")
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
@@ -560,6 +591,12 @@ fn table(rows: &[Row], allocs: &[Alloc], cells: &[Vec<Cell>], o: &Opts) -> Strin
         "\nMedian throughput of {} interleaved runs (ops/s), [min-max], and median peak RSS.",
         o.runs
     );
+    if rows.iter().any(|r| r.unit == Unit::ReturnedPct) {
+        let _ = writeln!(
+            s,
+            "rss_return: % of a 1 GiB peak of 256-byte blocks no longer resident 1 s after\nfreeing them all, with no call (higher is better); RSS column: process peak."
+        );
+    }
     let _ = writeln!(s, "Allocators measured (as each run reported itself):");
     for (ai, a) in allocs.iter().enumerate() {
         let id = cells
@@ -589,14 +626,18 @@ fn table(rows: &[Row], allocs: &[Alloc], cells: &[Vec<Cell>], o: &Opts) -> Strin
             let mn = c.ops.iter().cloned().fold(f64::MAX, f64::min);
             let mx = c.ops.iter().cloned().fold(0.0, f64::max);
             let rss = median(&c.rss_kib.iter().map(|&v| v as f64).collect::<Vec<_>>());
+            let fmt = |v: f64| match row.unit {
+                Unit::Ops => human(v),
+                Unit::ReturnedPct => format!("{v:.1}%"),
+            };
             let _ = write!(
                 s,
                 " | {:>26}",
                 format!(
                     "{} [{}-{}] {:.1}M",
-                    human(median(&c.ops)),
-                    human(mn),
-                    human(mx),
+                    fmt(median(&c.ops)),
+                    fmt(mn),
+                    fmt(mx),
                     rss / 1024.0
                 )
             );
@@ -657,8 +698,12 @@ fn to_json(name: &str, rows: &[Row], allocs: &[Alloc], cells: &[Vec<Cell>], o: &
     for (ri, row) in rows.iter().enumerate() {
         let _ = write!(
             s,
-            "    {{\"bench\": \"{}\", \"threads\": {}, \"args\": [{}], \"results\": [",
+            "    {{\"bench\": \"{}\", \"unit\": \"{}\", \"threads\": {}, \"args\": [{}], \"results\": [",
             row.label,
+            match row.unit {
+                Unit::Ops => "ops_per_s",
+                Unit::ReturnedPct => "returned_pct",
+            },
             row.threads,
             row.args
                 .iter()
