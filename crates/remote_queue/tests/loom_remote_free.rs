@@ -56,10 +56,7 @@ fn detach_races_push_and_exactly_one_party_keeps_the_slab() {
         let q2 = q.clone();
         // SAFETY: fresh node.
         let pusher = thread::spawn(move || unsafe { q2.push(node()) });
-        let kept = match q.detach(tok) {
-            Ok(()) => None,
-            Err(tok) => Some(tok),
-        };
+        let kept = q.detach(tok).err();
         let push = pusher.join().unwrap();
         match kept {
             // Owner kept the slab because the block was already there: the
