@@ -6,40 +6,18 @@
 //! after registration (in program order) always succeeds.
 #![cfg(loom)]
 
-use loom::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+use common::Src;
+use loom::sync::atomic::Ordering;
 use loom::sync::Arc;
 use loom::thread;
-use registry::{LeafSource, Registry, GRANULE, LEAF_BYTES};
-use std::alloc::{alloc_zeroed, dealloc, Layout};
-use std::ptr::NonNull;
-
-struct Src {
-    live: AtomicUsize,
-}
-fn layout() -> Layout {
-    Layout::from_size_align(LEAF_BYTES, 64).unwrap()
-}
-// SAFETY: zeroed, aligned, sized as required; freed only when unpublished.
-unsafe impl LeafSource for Src {
-    fn alloc_leaf(&self) -> Option<NonNull<u8>> {
-        self.live.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: non-zero layout.
-        NonNull::new(unsafe { alloc_zeroed(layout()) })
-    }
-    unsafe fn free_leaf(&self, leaf: NonNull<u8>) {
-        self.live.fetch_sub(1, Ordering::Relaxed);
-        // SAFETY: allocated above with the same layout.
-        unsafe { dealloc(leaf.as_ptr(), layout()) }
-    }
-}
+use registry::{Registry, GRANULE};
 
 #[test]
 fn racing_registrars_and_a_reader() {
     loom::model(|| {
         let r = Arc::new(Registry::new());
-        let src = Arc::new(Src {
-            live: AtomicUsize::new(0),
-        });
+        let src = Arc::new(Src::new());
         let (a, b) = (GRANULE, 2 * GRANULE); // same leaf
         let t = {
             let (r, src) = (r.clone(), src.clone());

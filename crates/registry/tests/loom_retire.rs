@@ -56,39 +56,16 @@
 //! racing lookups stay whole (`resize_reregisters_the_same_base...`).
 #![cfg(loom)]
 
+mod common;
+use common::Src;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use registry::{GranuleMap, LeafSource, Region, Registry, GRANULE, GRANULE_SHIFT, LEAF_BYTES};
-use std::alloc::{alloc_zeroed, dealloc, Layout};
+use registry::{GranuleMap, Region, Registry, GRANULE, GRANULE_SHIFT};
 use std::collections::BTreeSet;
-use std::ptr::NonNull;
 use std::sync::Mutex;
 
 const G: usize = GRANULE;
-
-struct Src {
-    live: AtomicUsize,
-    /// Model-only, outside loom: a registrar lost the race for a leaf.
-    lost: std::sync::atomic::AtomicBool,
-}
-fn layout() -> Layout {
-    Layout::from_size_align(LEAF_BYTES, 64).unwrap()
-}
-// SAFETY: zeroed, aligned, sized as required; freed only when unpublished.
-unsafe impl LeafSource for Src {
-    fn alloc_leaf(&self) -> Option<NonNull<u8>> {
-        self.live.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: non-zero layout.
-        NonNull::new(unsafe { alloc_zeroed(layout()) })
-    }
-    unsafe fn free_leaf(&self, leaf: NonNull<u8>) {
-        self.live.fetch_sub(1, Ordering::Relaxed);
-        self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: allocated above with the same layout.
-        unsafe { dealloc(leaf.as_ptr(), layout()) }
-    }
-}
 
 /// The registry, its leaf source, and one "header" word per granule.
 struct World {
@@ -108,10 +85,7 @@ fn world(seen: std::sync::Arc<Seen>) -> Arc<World> {
     Arc::new(World {
         r: Registry::new(),
         m: GranuleMap::new(),
-        src: Src {
-            live: AtomicUsize::new(0),
-            lost: std::sync::atomic::AtomicBool::new(false),
-        },
+        src: Src::new(),
         hdr: std::array::from_fn(|_| AtomicUsize::new(0)),
         seen,
     })
