@@ -102,7 +102,8 @@ unsafe fn free_other(p: *mut c_void) {
     let Some(u) = UserPtr::new(p.cast()) else {
         return;
     };
-    match shared_pool::lookup(u.addr()) {
+    // `free` has asked the segment map already.
+    match shared_pool::find_large(u.addr()) {
         Some(r) => {
             if let Err(e) = core_alloc::free(r, u) {
                 invalid(e, p)

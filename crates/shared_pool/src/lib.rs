@@ -182,6 +182,14 @@ fn lookup_slow(addr: usize) -> Option<Region> {
     REGISTRY.lookup(addr)
 }
 
+/// The large region holding `addr`, if any: the registry alone, for a caller
+/// that has already asked [`find_segment`].
+#[cfg(not(loom))]
+#[inline]
+pub fn find_large(addr: usize) -> Option<Region> {
+    REGISTRY.lookup(addr)
+}
+
 #[cfg(not(loom))]
 fn register(base: usize, len: usize, tag: u8) {
     if let Err(e) = REGISTRY.register_tagged(base, len, tag, &OsLeaves) {
