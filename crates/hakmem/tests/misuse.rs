@@ -200,3 +200,27 @@ fn glibc_blocks_still_go_to_glibc() {
     );
     assert!(!err.contains("hakmem:"), "{err}");
 }
+
+#[test]
+fn overflow_off_the_end_of_a_segment_faults_on_its_guard_page() {
+    let exe = program();
+    for size in [16usize, 64, 1024] {
+        let out = Command::new(&exe)
+            .arg("segment-end")
+            .arg(size.to_string())
+            .env("LD_PRELOAD", lib())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("last block"),
+            "size {size}: no block ends a segment: {stdout}"
+        );
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGSEGV),
+            "size {size}: {:?} stdout {stdout}",
+            out.status
+        );
+    }
+}

@@ -54,6 +54,16 @@ pub fn map_aligned(len: usize, align: usize) -> Option<NonNull<u8>> {
     NonNull::new(start as *mut u8)
 }
 
+/// Makes `len` bytes at `p` inaccessible (`PROT_NONE`): a guard. False if
+/// the kernel refused (out of mappings: the range keeps its protection).
+///
+/// # Safety
+/// `p..p + len` is page-aligned, mapped by the caller, and unused.
+pub unsafe fn guard(p: *mut u8, len: usize) -> bool {
+    // SAFETY: per the caller's contract.
+    unsafe { libc::mprotect(p.cast(), len, libc::PROT_NONE) == 0 }
+}
+
 /// `munmap` that reports failure instead of aborting.
 ///
 /// # Safety

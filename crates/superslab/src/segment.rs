@@ -95,7 +95,17 @@ impl Segment {
     /// Maps a fresh segment of `kind` slabs. All slots except 0 are free and
     /// clean (fresh zero pages). Not registered: that is the caller's job.
     pub fn create(kind: SlabKind) -> Option<NonNull<Segment>> {
-        let base = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE)?;
+        // One guard page right after the segment: the last block of a
+        // segment ends at (or just before) its end, and without the guard the
+        // kernel may place another segment there, whose header an overflow off
+        // that block would reach. With it, such an overflow faults instead.
+        let base = os::map_aligned(SEGMENT_SIZE + os::PAGE, SEGMENT_SIZE)?;
+        // SAFETY: the page after the segment is part of the fresh mapping.
+        if !unsafe { os::guard(base.as_ptr().add(SEGMENT_SIZE), os::PAGE) } {
+            // SAFETY: our own fresh mapping, seen by nobody.
+            unsafe { os::unmap(base.as_ptr(), SEGMENT_SIZE + os::PAGE) };
+            return None;
+        }
         let seg = base.cast::<Segment>();
         let shift = kind.shift();
         let count = (SEGMENT_SIZE >> shift) as u32;
@@ -131,7 +141,7 @@ impl Segment {
     /// blocks; nothing refers to it any more.
     pub unsafe fn destroy(seg: NonNull<Segment>) {
         // SAFETY: per the contract, the whole mapping is dead.
-        unsafe { os::unmap(seg.as_ptr().cast(), SEGMENT_SIZE) }
+        unsafe { os::unmap(seg.as_ptr().cast(), SEGMENT_SIZE + os::PAGE) }
     }
 
     /// The segment containing `addr`, given the region base the registry gave.

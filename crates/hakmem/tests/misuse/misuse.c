@@ -10,6 +10,10 @@
  *                             allocating thread exited
  *   aligned-same, aligned-cross  the same with posix_memalign(64 KiB, size)
  *   interior                  free of a pointer inside a block
+ *   overflow                  an 8-byte overflow into a free neighbour's list
+ *                             link, then allocation until it is reused
+ *   segment-end               an overflow off the last block of a segment:
+ *                             must fault on the guard page (SIGSEGV)
  *   large-realloc, large-usable  realloc / malloc_usable_size of a freed block
  *   stack, stack-thread, stack-main-from-thread
  *                             free of a stack address: the main thread's own,
@@ -28,6 +32,7 @@
 #include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
 
 static void *g;
@@ -193,6 +198,28 @@ int main(int argc, char **argv) {
             char *q = malloc(n);
             if (q == (char *)0x4141414141414141) break;
         }
+    } else if (!strcmp(mode, "segment-end")) {
+        /* An overflow off the end of the last block of a 4 MiB segment must
+         * fault on the guard page, never reach a neighbouring mapping. */
+        size_t u = malloc_usable_size(p);
+        char *last = 0;
+        for (long i = 0; i < 4000000 && !last; i++) {
+            char *q = malloc(n);
+            if (((unsigned long)q + u) % (4ul << 20) == 0) last = q;
+        }
+        if (!last) {
+            printf("NO SEGMENT-END BLOCK\n");
+            return 3;
+        }
+        /* The page after the segment must be mapped (the guard), so that
+         * the fault below is the guard's and not an accident of layout. */
+        if (msync(last + u, 4096, MS_ASYNC) != 0) {
+            printf("NO GUARD PAGE after %p\n", (void *)last);
+            return 4;
+        }
+        printf("last block %p\n", (void *)last);
+        fflush(stdout);
+        memset(last, 'A', u + 64);
     } else {
         return 2;
     }
