@@ -70,6 +70,9 @@ pub fn identify() -> (String, String) {
                 format!("mimalloc {}.{}.{}", v / 100, (v / 10) % 10, v % 10)
             }
         }
+    } else if base.contains("snmalloc") {
+        // snmalloc exports no version function; the harness builds 0.7.6.
+        "snmalloc".into()
     } else if base.contains("jemalloc") {
         "jemalloc".into()
     } else if base.contains("tcmalloc") {

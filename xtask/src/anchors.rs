@@ -83,3 +83,71 @@ fn build(dir: &std::path::Path, v: &str) -> Result<(), String> {
         Err(format!("cc failed building mimalloc {v}"))
     }
 }
+
+/// snmalloc, from the crates.io package `snmalloc-sys` (which vendors its
+/// C++ sources under `upstream/`).
+const SNMALLOC_CRATE_VERSION: &str = "0.7.6";
+/// snmalloc's table name and the identity prefix a run must report.
+pub const SNMALLOC: (&str, &str) = ("snmalloc", "snmalloc");
+
+/// Path of the preloadable snmalloc (its `snmallocshim` library: malloc.cc
+/// and new.cc compiled as snmalloc's own CMake build does), building it once.
+pub fn snmalloc() -> Result<PathBuf, String> {
+    let dir = root().join("target/anchors");
+    let so = dir.join("libsnmallocshim.so");
+    if so.exists() {
+        return Ok(so);
+    }
+    let vendor = dir.join("vendor-snmalloc");
+    let src = vendor.join("snmalloc-sys/upstream");
+    if !src.exists() {
+        let fetch = dir.join("fetch-snmalloc");
+        std::fs::create_dir_all(fetch.join("src")).map_err(|e| e.to_string())?;
+        std::fs::write(
+            fetch.join("Cargo.toml"),
+            format!("[package]\nname = \"anchor-fetch-snmalloc\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\n[dependencies]\nsnmalloc-sys = \"={SNMALLOC_CRATE_VERSION}\"\n\n[workspace]\n"),
+        )
+        .map_err(|e| e.to_string())?;
+        std::fs::write(fetch.join("src/lib.rs"), "").map_err(|e| e.to_string())?;
+        let st = cargo()
+            .args(["vendor", "--quiet", "--manifest-path"])
+            .arg(fetch.join("Cargo.toml"))
+            .arg(&vendor)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("cargo vendor: {e}"))?;
+        if !st.success() {
+            return Err("cargo vendor snmalloc-sys failed (no access to crates.io?)".into());
+        }
+    }
+    eprintln!("==> building snmalloc from snmalloc-sys {SNMALLOC_CRATE_VERSION} into target/anchors (once)");
+    let o = src.join("src/snmalloc/override");
+    let st = Command::new("c++")
+        .args([
+            "-std=c++20",
+            "-O3",
+            "-DNDEBUG",
+            "-fPIC",
+            "-shared",
+            "-mcx16",
+            "-DSNMALLOC_USE_WAIT_ON_ADDRESS=1",
+            "-ftls-model=initial-exec",
+            "-I",
+        ])
+        .arg(src.join("src"))
+        .arg(o.join("malloc.cc"))
+        .arg(o.join("new.cc"))
+        .arg("-o")
+        .arg(&so)
+        .args(["-lpthread", "-static-libstdc++"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("c++: {e} (install g++)"))?;
+    if st.success() {
+        Ok(so)
+    } else {
+        Err(format!(
+            "c++ failed building snmalloc {SNMALLOC_CRATE_VERSION}"
+        ))
+    }
+}

@@ -33,7 +33,8 @@ options:
 Allocators: hakmem (LD_PRELOAD), hakmem-linked, glibc, Debian's mimalloc
 2.0.9, jemalloc 5.3 and tcmalloc (gperftools 2.10), and the newest mimalloc
 3.3 and 2.3, built once from the crates.io package libmimalloc-sys into
-target/anchors/. Each run prints the allocator that served it.
+target/anchors/, and snmalloc 0.7.6, built once from snmalloc-sys (needs
+g++). Each run prints the allocator that served it.
 ";
 
 const LIBDIR: &str = "/usr/lib/x86_64-linux-gnu";
@@ -362,6 +363,18 @@ fn allocators(o: &Opts) -> (Vec<Alloc>, Vec<String>) {
             continue;
         }
         match built {
+            Ok(p) => all.push(Alloc {
+                name,
+                preload: Some(p),
+                linked: false,
+                expect,
+            }),
+            Err(e) => notes.push(format!("{name} not measured: {e}")),
+        }
+    }
+    let (name, expect) = crate::anchors::SNMALLOC;
+    if wanted(name) {
+        match crate::anchors::snmalloc() {
             Ok(p) => all.push(Alloc {
                 name,
                 preload: Some(p),
