@@ -669,7 +669,8 @@ fn table(rows: &[Row], allocs: &[Alloc], cells: &[Vec<Cell>], o: &Opts) -> Strin
             " | {:>15} | {}",
             ratio(mim.and_then(med)),
             match best {
-                Some((m, n)) => format!("{} (vs {n})", ratio(Some(m))),
+                Some((m, n)) if m > 0.0 => format!("{} (vs {n})", ratio(Some(m))),
+                Some(_) => "- (every other allocator: 0)".into(),
                 None => "-".into(),
             }
         );
