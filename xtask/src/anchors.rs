@@ -39,24 +39,13 @@ pub fn mimalloc_newest() -> Vec<(&'static str, Result<PathBuf, String>, &'static
 fn build(dir: &std::path::Path, v: &str) -> Result<(), String> {
     let src = dir.join(format!("vendor/libmimalloc-sys/c_src/mimalloc/{v}"));
     if !src.exists() {
-        let fetch = dir.join("fetch");
-        std::fs::create_dir_all(fetch.join("src")).map_err(|e| e.to_string())?;
-        std::fs::write(
-            fetch.join("Cargo.toml"),
-            format!("[package]\nname = \"anchor-fetch\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\n[dependencies]\nlibmimalloc-sys = \"={CRATE_VERSION}\"\n\n[workspace]\n"),
-        )
-        .map_err(|e| e.to_string())?;
-        std::fs::write(fetch.join("src/lib.rs"), "").map_err(|e| e.to_string())?;
-        let st = cargo()
-            .args(["vendor", "--quiet", "--manifest-path"])
-            .arg(fetch.join("Cargo.toml"))
-            .arg(dir.join("vendor"))
-            .stdout(std::process::Stdio::null())
-            .status()
-            .map_err(|e| format!("cargo vendor: {e}"))?;
-        if !st.success() {
-            return Err("cargo vendor libmimalloc-sys failed (no access to crates.io?)".into());
-        }
+        vendor(
+            dir,
+            "fetch",
+            "libmimalloc-sys",
+            CRATE_VERSION,
+            &dir.join("vendor"),
+        )?;
     }
     eprintln!("==> building mimalloc ({v}) from libmimalloc-sys {CRATE_VERSION} into target/anchors (once)");
     let st = Command::new("cc")
@@ -98,27 +87,16 @@ pub fn snmalloc() -> Result<PathBuf, String> {
     if so.exists() {
         return Ok(so);
     }
-    let vendor = dir.join("vendor-snmalloc");
-    let src = vendor.join("snmalloc-sys/upstream");
+    let vendor_dir = dir.join("vendor-snmalloc");
+    let src = vendor_dir.join("snmalloc-sys/upstream");
     if !src.exists() {
-        let fetch = dir.join("fetch-snmalloc");
-        std::fs::create_dir_all(fetch.join("src")).map_err(|e| e.to_string())?;
-        std::fs::write(
-            fetch.join("Cargo.toml"),
-            format!("[package]\nname = \"anchor-fetch-snmalloc\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\n[dependencies]\nsnmalloc-sys = \"={SNMALLOC_CRATE_VERSION}\"\n\n[workspace]\n"),
-        )
-        .map_err(|e| e.to_string())?;
-        std::fs::write(fetch.join("src/lib.rs"), "").map_err(|e| e.to_string())?;
-        let st = cargo()
-            .args(["vendor", "--quiet", "--manifest-path"])
-            .arg(fetch.join("Cargo.toml"))
-            .arg(&vendor)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .map_err(|e| format!("cargo vendor: {e}"))?;
-        if !st.success() {
-            return Err("cargo vendor snmalloc-sys failed (no access to crates.io?)".into());
-        }
+        vendor(
+            &dir,
+            "fetch-snmalloc",
+            "snmalloc-sys",
+            SNMALLOC_CRATE_VERSION,
+            &vendor_dir,
+        )?;
     }
     eprintln!("==> building snmalloc from snmalloc-sys {SNMALLOC_CRATE_VERSION} into target/anchors (once)");
     let o = src.join("src/snmalloc/override");
@@ -150,4 +128,46 @@ pub fn snmalloc() -> Result<PathBuf, String> {
             "c++ failed building snmalloc {SNMALLOC_CRATE_VERSION}"
         ))
     }
+}
+
+/// Unpacks crates.io package `krate` at exactly `version` (and its
+/// dependencies) into `into`, with `cargo vendor` on a throw-away manifest
+/// in `dir/fetch_dir`.
+fn vendor(
+    dir: &std::path::Path,
+    fetch_dir: &str,
+    krate: &str,
+    version: &str,
+    into: &std::path::Path,
+) -> Result<(), String> {
+    let fetch = dir.join(fetch_dir);
+    std::fs::create_dir_all(fetch.join("src")).map_err(|e| e.to_string())?;
+    std::fs::write(
+        fetch.join("Cargo.toml"),
+        format!("[package]\nname = \"anchor-{fetch_dir}\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\n[dependencies]\n{krate} = \"={version}\"\n\n[workspace]\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(fetch.join("src/lib.rs"), "").map_err(|e| e.to_string())?;
+    let st = cargo()
+        .args(["vendor", "--quiet", "--manifest-path"])
+        .arg(fetch.join("Cargo.toml"))
+        .arg(into)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("cargo vendor: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cargo vendor {krate} failed (no access to crates.io?)"
+        ))
+    }
+}
+
+/// Every anchor the harness builds itself: (name in tables, the library or
+/// why it could not be built, identity prefix the run must report).
+pub fn built() -> Vec<(&'static str, Result<PathBuf, String>, &'static str)> {
+    let mut v = mimalloc_newest();
+    v.push((SNMALLOC.0, snmalloc(), SNMALLOC.1));
+    v
 }

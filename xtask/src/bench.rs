@@ -358,23 +358,11 @@ fn allocators(o: &Opts) -> (Vec<Alloc>, Vec<String>) {
             ));
         }
     }
-    for (name, built, expect) in crate::anchors::mimalloc_newest() {
+    for (name, built, expect) in crate::anchors::built() {
         if !wanted(name) {
             continue;
         }
         match built {
-            Ok(p) => all.push(Alloc {
-                name,
-                preload: Some(p),
-                linked: false,
-                expect,
-            }),
-            Err(e) => notes.push(format!("{name} not measured: {e}")),
-        }
-    }
-    let (name, expect) = crate::anchors::SNMALLOC;
-    if wanted(name) {
-        match crate::anchors::snmalloc() {
             Ok(p) => all.push(Alloc {
                 name,
                 preload: Some(p),
