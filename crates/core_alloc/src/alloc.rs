@@ -54,6 +54,16 @@ pub fn malloc_fast(size: usize) -> Option<UserPtr> {
     }
 }
 
+/// [`malloc`] after [`malloc_fast`] came back empty: the same result without
+/// popping the cache bin that was just found empty again.
+#[inline]
+pub fn malloc_after_miss(size: usize) -> Option<UserPtr> {
+    if size <= LUT_MAX {
+        return alloc_slow(class_of(size));
+    }
+    malloc_big(size)
+}
+
 /// Allocates `size` bytes (16-aligned). `None` means out of memory.
 #[inline(always)]
 pub fn malloc(size: usize) -> Option<UserPtr> {

@@ -70,7 +70,7 @@ pub fn malloc(size: usize) -> *mut c_void {
 fn malloc_slow(size: usize) -> *mut c_void {
     // Impossible sizes fail in core_alloc's large path (the mapping is
     // refused); `out` says ENOMEM.
-    out(core_alloc::malloc(size))
+    out(core_alloc::malloc_after_miss(size))
 }
 
 /// `free`.

@@ -163,7 +163,7 @@ static SEGMENT_MAP: registry::GranuleMap = registry::GranuleMap::new();
 pub fn lookup(addr: usize) -> Option<Region> {
     match SEGMENT_MAP.lookup(addr) {
         Some(r) => Some(r),
-        None => lookup_slow(addr),
+        None => find_large(addr),
     }
 }
 
@@ -175,17 +175,11 @@ pub fn find_segment(addr: usize) -> Option<Granule> {
     SEGMENT_MAP.find(addr)
 }
 
+/// The large region holding `addr`, if any: the registry alone, for a caller
+/// that has already asked [`find_segment`] (and [`lookup`]'s miss path).
 #[cfg(not(loom))]
 #[cold]
 #[inline(never)]
-fn lookup_slow(addr: usize) -> Option<Region> {
-    REGISTRY.lookup(addr)
-}
-
-/// The large region holding `addr`, if any: the registry alone, for a caller
-/// that has already asked [`find_segment`].
-#[cfg(not(loom))]
-#[inline]
 pub fn find_large(addr: usize) -> Option<Region> {
     REGISTRY.lookup(addr)
 }

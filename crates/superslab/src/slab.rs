@@ -430,14 +430,9 @@ impl Slab {
     /// Pushes a block freed by a thread that does not own the slab.
     #[inline]
     pub fn push_remote(&self, b: BlockPtr) -> remote_queue::Push {
-        let key = crate::canary::key();
         // SAFETY: `b` is a block start of this slab that the program gave back;
-        // nobody else uses it until the owner drains it; the link writer
-        // writes its two guard words.
-        unsafe {
-            self.remote
-                .push_with(b.as_node(), |n, next| crate::canary::link(n, next, key))
-        }
+        // nobody else uses it until the owner drains it: a one-block chain.
+        unsafe { self.push_remote_chain(b, None) }
     }
 
     // ---- intrusive list links: heap list (owner only) and pool list (pool lock) ----
