@@ -380,7 +380,7 @@ fn allocators(o: &Opts) -> (Vec<Alloc>, Vec<String>) {
 pub fn build_preload_and_programs() -> Result<(), String> {
     run(
         "build libhakmem.so (release)",
-        crate::cargo().args(["build", "--release", "-p", "hakmem"]),
+        crate::cargo().args(["build", "--release", "-p", "hakmem_preload"]),
     )?;
     run(
         "build benchmark programs (release)",

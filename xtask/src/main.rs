@@ -133,7 +133,7 @@ fn test(args: &[String]) -> Result<(), String> {
     }
     run(
         "build the LD_PRELOAD library (release)",
-        cargo().args(["build", "--release", "-p", "hakmem"]),
+        cargo().args(["build", "--release", "-p", "hakmem_preload"]),
     )?;
     let so = preload_so();
     if !so.exists() {

@@ -122,3 +122,19 @@ fn the_box_graph_is_acyclic() {
         visit(b, &g, &mut vec![]);
     }
 }
+
+#[test]
+fn the_preload_library_links_only_the_facade() {
+    // `crates/hakmem_preload` builds target/release/libhakmem.so from the
+    // facade alone (its one dependency, renamed `facade`): no allocator logic
+    // and no box reached around the facade.
+    assert_eq!(deps_of("hakmem_preload"), ["facade"]);
+    let toml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join("crates/hakmem_preload/Cargo.toml"),
+    )
+    .unwrap();
+    assert!(toml.contains("package = \"hakmem\""), "{toml}");
+}

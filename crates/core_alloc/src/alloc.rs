@@ -19,6 +19,8 @@ pub enum FreeError {
     NotBlockStart,
     /// Points into a part of a region that holds no blocks.
     NoBlockHere,
+    /// A block that is free already (its guard words say so).
+    DoubleFree,
 }
 
 impl From<superslab::BadPointer> for FreeError {
@@ -36,6 +38,7 @@ impl FreeError {
         match self {
             Self::NotBlockStart => "invalid free: pointer is inside a block, not at its start",
             Self::NoBlockHere => "invalid free: pointer is not in any allocated block",
+            Self::DoubleFree => canary::DOUBLE_FREE,
         }
     }
 }
@@ -140,13 +143,14 @@ fn prefetch(p: *mut Node) {
 ///
 /// # Safety
 /// `bin` is the calling thread's own bin with room (`nfreed < limit`); `b`
-/// is a validated block of the bin's class, checked by `canary::on_free`.
+/// is a validated block of the bin's class that `canary::is_free` passed;
+/// `key` is the bin's secret copy.
 #[inline(always)]
-unsafe fn cache_push(bin: *mut CacheBin, b: BlockPtr) {
+unsafe fn cache_push(bin: *mut CacheBin, b: BlockPtr, key: usize) {
     let n = b.into_user().as_ptr().cast::<Node>();
     // SAFETY: per the contract.
     unsafe {
-        canary::link(n, (*bin).freed, (*bin).key());
+        canary::link(n, (*bin).freed, key);
         (*bin).freed = n;
         (*bin).nfreed += 1;
     }
@@ -314,18 +318,33 @@ pub fn free(region: Region, p: UserPtr) -> Result<(), FreeError> {
 /// the segment.
 #[inline(always)]
 unsafe fn free_in_segment(base: NonNull<u8>, tag: u8, p: UserPtr) -> Result<(), FreeError> {
-    // Validation reads the segment's class map, not the slab.
-    // SAFETY: per the contract.
-    let (b, c) = unsafe { Segment::block_at(base, p.addr(), tag) }?;
     let heap = heap::current();
-    let bin = heap.cache_bin(c);
+    // Validation reads the segment's class map and the bin's copy of the
+    // class's block-start row: no slab metadata, no table. The closure also
+    // hands back the bin, so its address is computed once.
+    let mut bin = core::ptr::null_mut();
+    // SAFETY: per the contract; each bin holds `check_row` of its index
+    // (bins past the last class: rows that accept nothing).
+    let (b, v) = unsafe {
+        Segment::block_at_with(base, p.addr(), |v| {
+            bin = heap.cache_bin_of(v);
+            &(*bin).check
+        })
+    }?;
+    let c = v as usize;
     // SAFETY: the calling thread's own cache (a sentinel's limit is 0, so it
     // is never written); `b` is a validated block of class `c`.
     unsafe {
         let n = b.addr() as *mut Node;
-        canary::on_free(n, (*bin).key());
+        // One load of the secret for the check and the push (the copy is an
+        // atomic, so two reads would stay two loads).
+        let key = (*bin).key();
+        if canary::is_free(n, key) {
+            // Reported by the caller, so that this path needs no frame.
+            return Err(FreeError::DoubleFree);
+        }
         if (*bin).nfreed < (*bin).limit {
-            cache_push(bin, b);
+            cache_push(bin, b, key);
             return Ok(());
         }
     }
@@ -348,7 +367,7 @@ fn free_slow(heap: &'static Heap, base: NonNull<u8>, tag: u8, b: BlockPtr, c: us
     let half = unsafe { (*bin).nfreed / 2 }.max(1);
     heap.flush(c, half);
     // SAFETY: as in `free`; there is room now.
-    unsafe { cache_push(bin, b) };
+    unsafe { cache_push(bin, b, (*bin).key()) };
 }
 
 /// Blocks of one slab on their way back through its remote queue: a flush

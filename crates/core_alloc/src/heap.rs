@@ -28,7 +28,7 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use remote_queue::Node;
 use remote_queue::OwnerToken;
 use shared_pool::SpinLock;
-use superslab::{os, Slab, CLASSES, NUM_CLASSES};
+use superslab::{check_row, os, BlockCheck, Slab, CLASSES, NUM_CLASSES};
 
 /// A slab with no blocks that every empty bin points at. Never written: every
 /// operation on it misses before writing.
@@ -58,7 +58,7 @@ pub(crate) fn empty_slab() -> *const Slab {
 /// one list head and the block's link), and only `free` keeps a count. When
 /// `head` runs dry, the slow path takes `freed` over whole (one swap) before
 /// it refills from a slab. At most `limit` blocks sit on each list.
-#[repr(C)]
+#[repr(C, align(64))]
 pub(crate) struct CacheBin {
     /// Blocks `malloc` pops; not counted.
     pub(crate) head: *mut Node,
@@ -73,7 +73,21 @@ pub(crate) struct CacheBin {
     /// GOT) for it. Set when the heap is made; the sentinels' copies are set
     /// by [`init_canary`].
     pub(crate) key: AtomicUsize,
+    /// This bin's row of the block-start test (`superslab::check_row`), on
+    /// the line `free` reads anyway: validating a pointer touches no table.
+    /// Bins past the last class carry rows that accept nothing.
+    pub(crate) check: BlockCheck,
 }
+
+const _: () = assert!(core::mem::size_of::<CacheBin>() == 64);
+
+/// Cache bins per heap: every class, then rows that accept nothing up to a
+/// power of two, so that `free` indexes the bins with a class-map byte
+/// masked to `BINS - 1` (no bounds test; `NO_CLASS` lands on a bin past the
+/// last class).
+pub(crate) const BINS: usize = 64;
+const _: () = assert!(NUM_CLASSES < BINS);
+const _: () = assert!((superslab::segment::NO_CLASS as usize) & (BINS - 1) >= NUM_CLASSES);
 
 impl CacheBin {
     #[inline(always)]
@@ -94,14 +108,29 @@ const fn cache_limit(c: usize) -> u32 {
     }
 }
 
-const fn empty_bin(limit: u32, key: usize) -> CacheBin {
+/// Bin `i` of a heap, empty. `limit` 0 (the sentinels) sends every push to
+/// the slow path.
+const fn empty_bin(i: usize, limit: u32, key: usize) -> CacheBin {
     CacheBin {
         head: ptr::null_mut(),
         freed: ptr::null_mut(),
         nfreed: 0,
         limit,
         key: AtomicUsize::new(key),
+        check: check_row(i as u8),
     }
+}
+
+/// All bins of a heap, empty, with limit 0.
+const fn empty_bins() -> [CacheBin; BINS] {
+    let mut i = 0;
+    // No `Copy` (the key is an atomic): build each by index.
+    let mut bins = [const { empty_bin(0, 0, 0) }; BINS];
+    while i < BINS {
+        bins[i] = empty_bin(i, 0, 0);
+        i += 1;
+    }
+    bins
 }
 
 /// A thread's heap. Only its thread touches it (or, for the fallback heap,
@@ -109,7 +138,8 @@ const fn empty_bin(limit: u32, key: usize) -> CacheBin {
 #[repr(C, align(64))]
 pub struct Heap {
     /// Per class: the thread cache (the fast paths use only this).
-    cache: UnsafeCell<[CacheBin; NUM_CLASSES]>,
+    /// Bins past `NUM_CLASSES` stay empty with limit 0.
+    cache: UnsafeCell<[CacheBin; BINS]>,
     /// Per class: the head of the list of owned slabs with (possibly) free
     /// blocks; cache refills take from the head. `EMPTY_SLAB` if none.
     bins: UnsafeCell<[*const Slab; NUM_CLASSES]>,
@@ -127,7 +157,7 @@ unsafe impl Sync for SyncHeap {}
 
 const fn sentinel(state: usize) -> Heap {
     Heap {
-        cache: UnsafeCell::new([const { empty_bin(0, 0) }; NUM_CLASSES]),
+        cache: UnsafeCell::new(empty_bins()),
         bins: UnsafeCell::new([&EMPTY_SLAB.0 as *const Slab; NUM_CLASSES]),
         state,
         next_free: Cell::new(ptr::null_mut()),
@@ -227,9 +257,17 @@ impl Heap {
     /// write it in a sentinel, whose limits are 0).
     #[inline(always)]
     pub(crate) fn cache_bin(&self, c: usize) -> *mut CacheBin {
+        debug_assert!(c < BINS);
         // SAFETY: in bounds (callers pass class indices); raw pointer, no
         // reference is created.
         unsafe { (self.cache.get() as *mut CacheBin).add(c) }
+    }
+
+    /// The bin for class-map byte `v` (any value: bins past the last class
+    /// hold rows that accept nothing). `free`'s fast path.
+    #[inline(always)]
+    pub(crate) fn cache_bin_of(&self, v: u8) -> *mut CacheBin {
+        self.cache_bin(v as usize & (BINS - 1))
     }
 
     /// Returns up to `n` blocks of class `c`'s freed list to their slabs
@@ -543,7 +581,7 @@ fn alloc_heap() -> Option<&'static Heap> {
     for c in 0..NUM_CLASSES {
         heap.set_bin(c, empty_slab());
         // SAFETY: nobody else uses this heap yet.
-        unsafe { *heap.cache_bin(c) = empty_bin(cache_limit(c), superslab::canary::key()) };
+        unsafe { *heap.cache_bin(c) = empty_bin(c, cache_limit(c), superslab::canary::key()) };
     }
     Some(heap)
 }
@@ -630,7 +668,7 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
 pub fn init_canary() {
     superslab::canary::init();
     let k = superslab::canary::key();
-    for c in 0..NUM_CLASSES {
+    for c in 0..BINS {
         for h in [&NEW.0, &DEAD.0] {
             // SAFETY: an in-bounds bin of a static heap; only its atomic key
             // is touched.

@@ -55,6 +55,15 @@ fn invalid(e: core_alloc::FreeError, p: *mut c_void) -> ! {
     os::fatal(e.as_str(), p as usize)
 }
 
+/// [`invalid`] for `free`'s fast path. Declared to return, so that `free`
+/// reaches it by a tail jump and needs no stack frame (a call to a `-> !`
+/// function would need one, pushed on every free).
+#[cold]
+#[inline(never)]
+fn free_invalid(e: core_alloc::FreeError, p: *mut c_void) {
+    invalid(e, p)
+}
+
 /// `malloc`. The fast path (a small size, a block in the thread cache) has
 /// no call and no stack frame; everything else is one tail call.
 #[inline(always)]
@@ -84,7 +93,7 @@ pub unsafe fn free(p: *mut c_void) {
         // SAFETY: inside a registered granule, so not null.
         let u = UserPtr::from_non_null(unsafe { core::ptr::NonNull::new_unchecked(p.cast()) });
         if let Err(e) = core_alloc::free_granule(g, u) {
-            invalid(e, p)
+            return free_invalid(e, p);
         }
         return;
     }

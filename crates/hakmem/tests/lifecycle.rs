@@ -8,7 +8,7 @@
 //! `cc -O2 -pthread` into `$CARGO_TARGET_TMPDIR/lifecycle/<test>/` and run with
 //! `LD_PRELOAD` set to `$HAKMEM_PRELOAD_SO`, or else
 //! `<workspace>/target/release/libhakmem.so` (a missing library is a failure:
-//! run `cargo build --release -p hakmem`). A scenario passes when the program
+//! run `cargo build --release -p hakmem_preload`). A scenario passes when the program
 //! exits 0 and prints `OK <scenario>`; it is killed after 60 s, so a deadlock
 //! is a failure too (with all-thread backtraces from gdb when gdb exists).
 

@@ -6,7 +6,7 @@
 //! free, realloc or malloc_usable_size of a stack address or of static data.
 //! Blocks of glibc's own allocator still go to glibc.
 //!
-//! Needs the release library (`cargo build --release -p hakmem`), as the
+//! Needs the release library (`cargo build --release -p hakmem_preload`), as the
 //! preload suite does.
 
 use std::os::unix::process::ExitStatusExt;

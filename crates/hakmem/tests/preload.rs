@@ -2,7 +2,7 @@
 //! preloaded allocator; stdout and exit status must be identical every time.
 //!
 //! The library is `$HAKMEM_PRELOAD_SO`, or else `<workspace>/target/release/libhakmem.so`
-//! (build it with `cargo build --release -p hakmem`). A missing library or a
+//! (build it with `cargo build --release -p hakmem_preload`). A missing library or a
 //! missing program is a test failure, never a skip. Scratch files live under
 //! cargo's target tmp dir and are kept when a test fails. See
 //! `tests/preload/README.md` for what each program checks.

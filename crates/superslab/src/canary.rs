@@ -117,20 +117,17 @@ pub unsafe fn next(n: *mut Node, key: usize) -> *mut Node {
     }
 }
 
-/// Checks that validated block `n`, being freed, is not free already;
-/// aborts if it is. The caller then puts it on a list with [`link`].
+/// Whether validated block `n`, being freed, is free already (its guard
+/// word holds its canary): a double free, which the caller reports with
+/// [`DOUBLE_FREE`]. Otherwise the caller puts it on a list with [`link`].
+/// Always `false` without the feature.
 ///
 /// # Safety
 /// `n` is a validated block start of at least 16 bytes.
 #[inline(always)]
-pub unsafe fn on_free(n: *mut Node, key: usize) {
-    if !ON {
-        return;
-    }
+pub unsafe fn is_free(n: *mut Node, key: usize) -> bool {
     // SAFETY: per the contract, the block has a readable second word.
-    if unsafe { (n as *const usize).add(1).read() } == canary(n, key) {
-        double_free(n);
-    }
+    ON && unsafe { (n as *const usize).add(1).read() } == canary(n, key)
 }
 
 /// Clears the mark of a block being handed to the program.
@@ -145,14 +142,8 @@ pub unsafe fn on_alloc(n: *mut Node) {
     }
 }
 
-#[cold]
-#[inline(never)]
-fn double_free(n: *mut Node) -> ! {
-    crate::os::fatal(
-        "double free (or free of a block that is not allocated)",
-        n as usize,
-    )
-}
+/// The message for a block [`is_free`] found free.
+pub const DOUBLE_FREE: &str = "double free (or free of a block that is not allocated)";
 
 #[cold]
 #[inline(never)]

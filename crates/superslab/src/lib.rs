@@ -26,7 +26,7 @@ pub use segment::{
     TAG_LARGE,
 };
 pub use size_class::{class_of, ClassLayout, SlabKind, CLASSES, MEDIUM_MAX, NUM_CLASSES};
-pub use slab::{BadPointer, Slab};
+pub use slab::{check_row, BadPointer, BlockCheck, Slab};
 
 #[cfg(test)]
 mod tests {

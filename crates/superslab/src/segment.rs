@@ -9,7 +9,7 @@ use crate::os;
 use crate::ptr::BlockPtr;
 use crate::ptr::UserPtr;
 use crate::size_class::SlabKind;
-use crate::slab::{BadPointer, Slab, CHECKS};
+use crate::slab::{BadPointer, BlockCheck, Slab, CHECKS};
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
@@ -68,9 +68,11 @@ pub struct Segment {
     slab_shift: u32,
     slab_count: u32,
     pool: UnsafeCell<SegmentPoolState>,
-    /// Per slot: the class, or [`NO_CLASS`] while the slot's slab has none. One
-    /// read-mostly cache line that validates a free of any block in the
-    /// segment without touching the slab's own metadata.
+    /// Per 64 KiB of the segment (a small slab's size, whatever this
+    /// segment's slab kind): the class of the slab there, or [`NO_CLASS`]
+    /// while it has none. One read-mostly cache line that validates a free of
+    /// any block in the segment without touching the slab's own metadata,
+    /// indexed by a constant shift (no slab-kind lookup on the free path).
     classes: ClassMap,
     slabs: [Slab; MAX_SLABS],
 }
@@ -167,42 +169,68 @@ impl Segment {
         unsafe { &(*base.as_ptr().cast::<Segment>()).slabs[i & (MAX_SLABS - 1)] }
     }
 
-    /// Validates `addr` as a block start in the segment at `base` whose
-    /// registry tag is `shift`, reading only the segment's class map and the
-    /// static [`CHECKS`] table. Returns the block and its class.
+    /// Validates `addr` as a block start in the segment at `base`, reading
+    /// only the segment's class map and the static [`CHECKS`] table. Returns
+    /// the block and its class.
     ///
     /// # Safety
-    /// `base` is a live segment's base, `shift` its slab shift, and `addr` lies
-    /// inside the segment.
+    /// `base` is a live segment's base and `addr` lies inside the segment.
     #[inline(always)]
     pub unsafe fn block_at(
         base: NonNull<u8>,
         addr: usize,
-        shift: u8,
     ) -> Result<(BlockPtr, usize), BadPointer> {
-        let rel = addr - base.as_ptr() as usize;
+        // SAFETY: per the contract; the rows are `CHECKS`' own.
+        unsafe { Self::block_at_with(base, addr, |v| &CHECKS[v as usize]) }
+            .map(|(b, c)| (b, c as usize))
+    }
+
+    /// [`block_at`](Self::block_at) with the block-start test's row for
+    /// class-map value `v` supplied by `row(v)`, for a caller that keeps
+    /// copies of [`CHECKS`]' rows where it reads them anyway. Returns the
+    /// block and its class (below [`NUM_CLASSES`](crate::NUM_CLASSES)).
+    ///
+    /// # Safety
+    /// As for [`block_at`](Self::block_at), and `row(v)` is equal to
+    /// `CHECKS[v]` (a copy made with [`check_row`](crate::slab::check_row)),
+    /// or accepts nothing.
+    #[inline(always)]
+    pub unsafe fn block_at_with<'r>(
+        base: NonNull<u8>,
+        addr: usize,
+        row: impl FnOnce(u8) -> &'r BlockCheck,
+    ) -> Result<(BlockPtr, u8), BadPointer> {
+        // Segments are aligned to their size. (A mask, not `addr - base`:
+        // the compiler turns the subtraction into a 64-bit mask constant.)
+        let rel = addr & (SEGMENT_SIZE - 1);
+        debug_assert_eq!(rel, addr - base.as_ptr() as usize);
         // SAFETY: per the contract the header is live.
         let seg = unsafe { &*base.as_ptr().cast::<Segment>() };
-        let c = seg.classes.0[(rel >> shift) & (MAX_SLABS - 1)].load(Relaxed);
+        let c = seg.classes.0[(rel >> crate::size_class::SMALL_SLAB_SHIFT) & (MAX_SLABS - 1)]
+            .load(Relaxed);
         // One test per byte value: rows past the last class (NO_CLASS among
         // them) accept nothing.
-        if !CHECKS[c as usize].accepts(rel as u32) {
+        if !row(c).accepts(rel as u32) {
             return Err(if c == NO_CLASS {
                 BadPointer::SlabUnused
             } else {
                 BadPointer::NotBlockStart
             });
         }
+        debug_assert!((c as usize) < crate::NUM_CLASSES);
         // SAFETY: non-null (inside a mapped segment).
         Ok((
             BlockPtr::from_raw(unsafe { NonNull::new_unchecked(addr as *mut u8) }),
-            c as usize,
+            c,
         ))
     }
 
     /// Records slot `i`'s class (called when its slab is formatted).
     pub(crate) fn set_slot_class(&self, i: usize, class: usize) {
-        self.classes.0[i].store(class as u8, Relaxed);
+        let per = 1usize << (self.slab_shift - crate::size_class::SMALL_SLAB_SHIFT);
+        for e in &self.classes.0[i * per..(i + 1) * per] {
+            e.store(class as u8, Relaxed);
+        }
     }
 
     /// The registry tag of this segment (its slab shift).

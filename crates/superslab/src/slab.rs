@@ -125,9 +125,18 @@ const fn build_checks() -> [BlockCheck; 256] {
     t
 }
 
+const CHECK_ROWS: [BlockCheck; 256] = build_checks();
+
 /// Per class-map value (a class, or anything else for "no blocks here"): the
 /// block-start test. A static table; indexed by a byte, so no bounds check.
-pub static CHECKS: [BlockCheck; 256] = build_checks();
+pub static CHECKS: [BlockCheck; 256] = CHECK_ROWS;
+
+/// Row `v` of [`CHECKS`], for a caller that keeps a copy next to its own
+/// per-class data (a thread cache keeps its class's row on its own line, so
+/// `free` reads one line fewer) and for constant initialisers.
+pub const fn check_row(v: u8) -> BlockCheck {
+    CHECK_ROWS[v as usize]
+}
 
 /// Exact "is `off` a multiple of `stride`?" for `off < 2^32` with one
 /// multiply and a rotate: write `stride = odd << shift`; then `off` is a

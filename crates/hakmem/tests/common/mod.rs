@@ -28,7 +28,7 @@ pub fn preload_lib() -> PathBuf {
     };
     assert!(
         path.is_file(),
-        "preload library {} ({origin}) does not exist: run `cargo build --release -p hakmem` first",
+        "preload library {} ({origin}) does not exist: run `cargo build --release -p hakmem_preload` first",
         path.display()
     );
     std::path::absolute(&path).expect("absolute preload library path")
