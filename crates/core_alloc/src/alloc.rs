@@ -123,6 +123,23 @@ unsafe fn cache_pop(bin: *mut CacheBin) -> Option<UserPtr> {
     None
 }
 
+/// Asks for the line of `p`, about to be freed, in a writable state before
+/// `free` has validated it: the double-free check reads the block's guard
+/// word some twenty instructions later, and the push writes both words. The
+/// block was last written long ago, often by another core; without the hint
+/// `free` waits for the whole miss at the check (in a Larson 2T profile, half
+/// of `free`'s samples). A hint only: no fault for any address, even null.
+#[inline(always)]
+pub fn prefetch_for_free(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetchw` never faults and has no architectural effect.
+    unsafe {
+        core::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly))
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Starts loading the line of the block the next pop of this bin will hand
 /// out (and read the guard words of), so that pop does not wait for it: a
 /// bin's blocks were freed long before, often by another core. A hint only:

@@ -22,8 +22,8 @@ mod alloc;
 mod heap;
 
 pub use alloc::{
-    aligned, calloc, free, free_granule, malloc, malloc_after_miss, malloc_fast, realloc, trim,
-    usable_size, FreeError,
+    aligned, calloc, free, free_granule, malloc, malloc_after_miss, malloc_fast, prefetch_for_free,
+    realloc, trim, usable_size, FreeError,
 };
 pub use heap::{
     fork_child, fork_parent, fork_prepare, init_canary, init_thread_key, live_heaps,

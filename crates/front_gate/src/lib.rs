@@ -88,6 +88,7 @@ fn malloc_slow(size: usize) -> *mut c_void {
 /// `p` is NULL, a live block from this allocator, or a live block from glibc's.
 #[inline(always)]
 pub unsafe fn free(p: *mut c_void) {
+    core_alloc::prefetch_for_free(p.cast());
     // Fast path: a segment block (NULL and everything else miss the map).
     if let Some(g) = shared_pool::find_segment(p as usize) {
         // SAFETY: inside a registered granule, so not null.
