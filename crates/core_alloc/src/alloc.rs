@@ -145,7 +145,7 @@ pub fn prefetch_for_free(p: *const u8) {
 /// bin's blocks were freed long before, often by another core. A hint only:
 /// no fault, even for null.
 #[inline(always)]
-fn prefetch(p: *mut Node) {
+pub(crate) fn prefetch(p: *mut Node) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetch never faults and has no architectural effect.
     unsafe {
@@ -214,8 +214,26 @@ fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
             );
             let tok = heap.token(s);
             let mut got = s.take(&tok, batch);
-            if got.is_none() && s.refill(&tok) {
-                got = s.take(&tok, batch);
+            if got.is_none() {
+                if let Some(chain) = s.take_remote(&tok) {
+                    // The slab's remote frees become the cache's `head`
+                    // whole (both lists are empty here): no walk through
+                    // blocks another core wrote; each pop verifies its link
+                    // and prefetches the next block. The list may exceed
+                    // `limit` (at most the slab's capacity).
+                    // SAFETY: our own cache; the chain holds free blocks of
+                    // this slab, so of class `c`, and is ours after the drain.
+                    unsafe {
+                        debug_assert!((*bin).head.is_null());
+                        (*bin).head = chain.as_ptr();
+                        if let Some(p) = cache_pop(bin) {
+                            return Some(p);
+                        }
+                    }
+                }
+                if s.refill(&tok) {
+                    got = s.take(&tok, batch);
+                }
             }
             if let Some((first, last, n)) = got {
                 // SAFETY: the chain `first..=last` (n nodes) is ours now; the

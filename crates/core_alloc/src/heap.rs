@@ -283,8 +283,13 @@ impl Heap {
                 if b.is_null() {
                     break;
                 }
-                (*bin).freed = superslab::canary::next(b, (*bin).key());
+                let next = superslab::canary::next(b, (*bin).key());
+                (*bin).freed = next;
                 (*bin).nfreed -= 1;
+                // The walk is a chain of dependent loads through the
+                // blocks: start the next one while this block's slab is
+                // looked up.
+                crate::alloc::prefetch(next);
                 b
             };
             free_to_slab_of_class(self, node, c, &mut run);

@@ -375,6 +375,18 @@ impl Slab {
         true
     }
 
+    /// Takes every remote free as one chain for the owner's thread cache,
+    /// without walking it: queued and cached blocks both count as used, so
+    /// nothing is counted, and the chain's links (null-terminated, written
+    /// with [`canary::link`](crate::canary::link) by the freers) are verified
+    /// one by one as the cache pops them. [`collect_remote`](Self::collect_remote)
+    /// instead walks the whole chain at once, a dependent load per block, each
+    /// block last written by another core. `None` if no remote free arrived.
+    #[inline]
+    pub fn take_remote(&self, tok: &OwnerToken<'_>) -> Option<NonNull<Node>> {
+        self.remote.drain(tok).map(|d| d.head)
+    }
+
     /// Blocks the program holds (plus any not yet collected from `remote`).
     #[inline]
     pub fn used(&self, tok: &OwnerToken<'_>) -> u32 {
