@@ -57,7 +57,9 @@ pub(crate) fn empty_slab() -> *const Slab {
 /// the memory the previous free just wrote (no store-to-load chain through
 /// one list head and the block's link), and only `free` keeps a count. When
 /// `head` runs dry, the slow path takes `freed` over whole (one swap) before
-/// it refills from a slab. At most `limit` blocks sit on each list.
+/// it refills from a slab. At most `limit` blocks sit on each list, except
+/// a `head` made of one slab's drained remote frees (`Slab::take_remote`),
+/// which holds up to that slab's capacity.
 #[repr(C, align(64))]
 pub(crate) struct CacheBin {
     /// Blocks `malloc` pops; not counted.
