@@ -200,6 +200,7 @@ fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
             (*bin).head = (*bin).freed;
             (*bin).freed = ptr::null_mut();
             (*bin).nfreed = 0;
+            (*bin).swapped = true;
             return cache_pop(bin);
         }
     }
@@ -399,10 +400,24 @@ fn free_slow(heap: &'static Heap, base: NonNull<u8>, tag: u8, b: BlockPtr, c: us
     }
     let bin = heap.cache_bin(c);
     // SAFETY: our own cache.
-    let half = unsafe { (*bin).nfreed / 2 }.max(1);
-    heap.flush(c, half);
-    // SAFETY: as in `free`; there is room now.
-    unsafe { cache_push(bin, b, (*bin).key()) };
+    unsafe {
+        let max = heap::cache_limit(c);
+        let limit = if (*bin).head.is_null() && !(*bin).swapped {
+            // This thread only frees class `c` (it consumes blocks another
+            // thread made): no malloc here will take them, so keep fewer
+            // (tcmalloc shrinks such lists too). Memory, not speed: the
+            // blocks go back to their slabs sooner.
+            ((*bin).limit / 2).max(heap::FREE_ONLY_LIMIT.min(max))
+        } else {
+            ((*bin).limit * 2).min(max)
+        };
+        (*bin).limit = limit;
+        (*bin).swapped = false;
+        // Down to half the (new) limit.
+        heap.flush(c, (*bin).nfreed.saturating_sub(limit / 2).max(1));
+        // As in `free`; there is room now.
+        cache_push(bin, b, (*bin).key());
+    }
 }
 
 /// Blocks of one slab on their way back through its remote queue: a flush

@@ -79,7 +79,18 @@ pub(crate) struct CacheBin {
     /// the line `free` reads anyway: validating a pointer touches no table.
     /// Bins past the last class carry rows that accept nothing.
     pub(crate) check: BlockCheck,
+    /// Set when the slow path makes `freed` the new `head` (this thread
+    /// mallocs what it frees); cleared at each overflow of `freed`. An
+    /// overflow with `head` empty and no swap since the last one means the
+    /// thread only frees this class (a consumer of another thread's blocks):
+    /// `free_slow` then halves `limit` (down to [`FREE_ONLY_LIMIT`]), and
+    /// doubles it back (up to `cache_limit`) otherwise.
+    pub(crate) swapped: bool,
 }
+
+/// The smallest `limit` a free-only bin shrinks to (or the class's own
+/// limit, if smaller): 32 blocks keep a consumer's remote pushes batched.
+pub(crate) const FREE_ONLY_LIMIT: u32 = 32;
 
 const _: () = assert!(core::mem::size_of::<CacheBin>() == 64);
 
@@ -98,7 +109,7 @@ impl CacheBin {
     }
 }
 
-const fn cache_limit(c: usize) -> u32 {
+pub(crate) const fn cache_limit(c: usize) -> u32 {
     // About 256 KiB per class, at least 4 and at most 512 blocks.
     let l = (256 * 1024) / CLASSES[c].stride;
     if l < 4 {
@@ -120,6 +131,7 @@ const fn empty_bin(i: usize, limit: u32, key: usize) -> CacheBin {
         limit,
         key: AtomicUsize::new(key),
         check: check_row(i as u8),
+        swapped: false,
     }
 }
 
