@@ -51,7 +51,7 @@ pub fn malloc_fast(size: usize) -> Option<UserPtr> {
     if size <= LUT_MAX {
         let h = heap::current();
         // SAFETY: the calling thread's own cache; a sentinel's is empty.
-        unsafe { cache_pop(h.cache_bin(class_of(size))) }
+        unsafe { cache_pop(h.small_bin(size)) }
     } else {
         None
     }

@@ -28,6 +28,7 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use remote_queue::Node;
 use remote_queue::OwnerToken;
 use shared_pool::SpinLock;
+use superslab::size_class::LUT_MAX;
 use superslab::{check_row, os, BlockCheck, Slab, CLASSES, NUM_CLASSES};
 
 /// A slab with no blocks that every empty bin points at. Never written: every
@@ -120,6 +121,22 @@ pub(crate) const fn cache_limit(c: usize) -> u32 {
         l
     }
 }
+
+/// `BIN_OFFSETS[(size + 15) >> 4]` is the byte offset, in a heap's bin
+/// array, of the cache bin of `class_of(size)` for `size <= LUT_MAX`: the
+/// class table with the bin size already multiplied in, so `malloc`'s fast
+/// path goes from the size to its bin with one load and no scaling.
+static BIN_OFFSETS: [u16; LUT_MAX / 16 + 1] = {
+    let mut t = [0u16; LUT_MAX / 16 + 1];
+    let mut i = 0;
+    while i < t.len() {
+        let c = superslab::size_class::class_of_const(i * 16);
+        assert!(c < NUM_CLASSES);
+        t[i] = (c * core::mem::size_of::<CacheBin>()) as u16;
+        i += 1;
+    }
+    t
+};
 
 /// Bin `i` of a heap, empty. `limit` 0 (the sentinels) sends every push to
 /// the slow path.
@@ -275,6 +292,17 @@ impl Heap {
         // SAFETY: in bounds (callers pass class indices); raw pointer, no
         // reference is created.
         unsafe { (self.cache.get() as *mut CacheBin).add(c) }
+    }
+
+    /// The bin of `class_of(size)`, for `size <= LUT_MAX` (`malloc`'s fast
+    /// path).
+    #[inline(always)]
+    pub(crate) fn small_bin(&self, size: usize) -> *mut CacheBin {
+        debug_assert!(size <= LUT_MAX);
+        let off = BIN_OFFSETS[(size + 15) >> 4] as usize;
+        // SAFETY: every offset is a class's bin, inside the array; raw
+        // pointer arithmetic, no reference is created.
+        unsafe { (self.cache.get() as *mut u8).add(off).cast() }
     }
 
     /// The bin for class-map byte `v` (any value: bins past the last class

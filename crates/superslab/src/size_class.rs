@@ -100,6 +100,11 @@ pub static CLASSES: [ClassLayout; NUM_CLASSES] = build();
 pub const CLASSES_CONST: [ClassLayout; NUM_CLASSES] = build();
 const TABLE: [ClassLayout; NUM_CLASSES] = build();
 
+/// [`class_of`] for constant evaluation (tables built at compile time).
+pub const fn class_of_const(size: usize) -> usize {
+    class_of_slow(size)
+}
+
 const fn class_of_slow(size: usize) -> usize {
     if size <= 128 {
         if size == 0 {
