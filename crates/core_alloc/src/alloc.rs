@@ -14,6 +14,7 @@ use superslab::{
 
 /// Why a pointer given back to hakmem is not one hakmem handed out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FreeError {
     /// Points into a hakmem region but not at the start of a block.
     NotBlockStart,
@@ -324,8 +325,9 @@ pub fn aligned(align: usize, size: usize) -> Option<UserPtr> {
 
 /// Frees a block of a segment found through the segment granule map: the
 /// free fast path. `p` is validated as a block start of the segment (reading
-/// the segment's class map and a static table); if it is not one, nothing
-/// is freed and the reason is returned.
+/// the segment's class map and the calling thread's bin for that class,
+/// which holds the class's block-start row); if it is not one, nothing is
+/// freed and the reason is returned.
 #[inline(always)]
 pub fn free_granule(g: Granule, p: UserPtr) -> Result<(), FreeError> {
     // SAFETY: the granule map records only live segments, tagged with their
@@ -359,15 +361,19 @@ unsafe fn free_in_segment(base: NonNull<u8>, tag: u8, p: UserPtr) -> Result<(), 
     // class's block-start row: no slab metadata, no table. The closure also
     // hands back the bin, so its address is computed once.
     let mut bin = core::ptr::null_mut();
-    // SAFETY: per the contract; each bin holds `check_row` of its index
-    // (bins past the last class: rows that accept nothing).
+    // SAFETY: per the contract. The class map holds only classes and
+    // NO_CLASS, so `v & 63` is `v` for a class (its bin holds `check_row(v)`)
+    // and a bin past the last class, whose row accepts nothing, for NO_CLASS.
     let (b, v) = unsafe {
         Segment::block_at_with(base, p.addr(), |v| {
             bin = heap.cache_bin_of(v);
             &(*bin).check
         })
     }?;
-    let c = v as usize;
+    // `block_at_with` calls `row` exactly once before it returns.
+    debug_assert!(!bin.is_null());
+    // Masked as the bin index was (a no-op for the classes that pass).
+    let c = v as usize & (heap::BINS - 1);
     // SAFETY: the calling thread's own cache (a sentinel's limit is 0, so it
     // is never written); `b` is a validated block of class `c`.
     unsafe {
@@ -388,7 +394,9 @@ unsafe fn free_in_segment(base: NonNull<u8>, tag: u8, p: UserPtr) -> Result<(), 
     Ok(())
 }
 
-/// The cache is full (or this thread has no heap): flush half of it to the
+/// The cache is full (or this thread has no heap): adapt the bin's limit
+/// (halve it if this thread only frees the class, else double it back),
+/// flush the freed list down to half of it, to the
 /// blocks' slabs, then cache `b`.
 #[cold]
 #[inline(never)]

@@ -49,7 +49,8 @@ pub(crate) fn empty_slab() -> *const Slab {
 /// no shared cache line (the tcmalloc lesson: a free by a thread that did not
 /// allocate the block is still a thread-local operation). Blocks reach slabs
 /// only in batches: `refill` takes up to `limit / 2` from an owned slab, and a
-/// push past `limit` flushes half the freed list back to the blocks' slabs
+/// push past `limit` flushes the freed list down to half the limit (which
+/// adapts: see `swapped`) back to the blocks' slabs
 /// (locally, or through their remote queues). Cached blocks count as used by
 /// their slab (lesson 8: `used` = held by the program or by a cache).
 ///

@@ -6,7 +6,8 @@
 //! - Each thread has a heap: per class, a cache of free blocks and a list of
 //!   slabs it owns. `malloc` pops the cache and `free` pushes onto it, whoever
 //!   allocated the block. The cache refills in batches from the owned slabs
-//!   and, past its limit, flushes half back: onto a slab's free list if this
+//!   and, past its limit, flushes down to half of it (a limit that shrinks
+//!   for a class the thread only frees): onto a slab's free list if this
 //!   heap owns it, else through the slab's remote queue.
 //! - `realloc` stays in place when the block still fits (and for large blocks
 //!   grows or shrinks the mapping in place when the OS allows); aligned
@@ -39,8 +40,16 @@ mod tests {
         shared_pool::lookup(p.addr()).expect("hakmem owns its blocks")
     }
 
+    /// One test at a time: some assert on the process-wide segment count,
+    /// which another test's allocations would change.
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn every_class_round_trips_with_its_usable_size() {
+        let _serial = serial();
         for l in CLASSES.iter() {
             let size = l.stride as usize;
             let p = malloc(size).expect("memory");
@@ -54,6 +63,7 @@ mod tests {
 
     #[test]
     fn interior_pointers_are_refused_not_freed() {
+        let _serial = serial();
         let p = malloc(100).unwrap();
         let inner = UserPtr::new((p.addr() + 16) as *mut u8).unwrap();
         assert_eq!(free(region(inner), inner), Err(FreeError::NotBlockStart));
@@ -66,6 +76,7 @@ mod tests {
 
     #[test]
     fn realloc_keeps_contents_in_place_and_when_moving() {
+        let _serial = serial();
         let p = malloc(100).unwrap();
         // SAFETY: 100 fresh bytes.
         unsafe { core::ptr::write_bytes(p.as_ptr(), 7, 100) };
@@ -86,6 +97,7 @@ mod tests {
 
     #[test]
     fn aligned_calloc_and_large_blocks() {
+        let _serial = serial();
         for align in [32usize, 64, 4096, 65536, 1 << 20] {
             let p = aligned(align, 1000).unwrap();
             assert_eq!(p.addr() % align, 0, "align {align}");
@@ -111,6 +123,7 @@ mod tests {
 
     #[test]
     fn blocks_freed_by_another_thread_come_home() {
+        let _serial = serial();
         let ptrs: std::vec::Vec<usize> = (0..10_000)
             .map(|i| malloc(16 + i % 500).unwrap().addr())
             .collect();
@@ -130,5 +143,79 @@ mod tests {
         for p in again {
             free(region(p), p).unwrap();
         }
+    }
+
+    #[test]
+    fn medium_slabs_refuse_interior_pointers_in_every_64k_part() {
+        let _serial = serial();
+        // A 512 KiB medium slab spans eight class-map entries; blocks of a
+        // 20 KiB class lie in all of them. Each block start is accepted (its
+        // usable size is its class's) and each interior pointer refused.
+        let size = 20_000;
+        let ptrs: std::vec::Vec<UserPtr> = (0..60).map(|_| malloc(size).unwrap()).collect();
+        let mut parts = std::collections::BTreeSet::new();
+        for &p in &ptrs {
+            parts.insert((p.addr() >> 16) & 7);
+            assert!(usable_size(region(p), p).unwrap() >= size);
+            for off in [16, 4096, size - 16] {
+                let inner = UserPtr::new((p.addr() + off) as *mut u8).unwrap();
+                assert_eq!(free(region(inner), inner), Err(FreeError::NotBlockStart));
+            }
+        }
+        assert!(
+            parts.len() >= 4,
+            "blocks spread over the slab's parts: {parts:?}"
+        );
+        for p in ptrs {
+            free(region(p), p).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_bin_its_thread_only_frees_shrinks_then_grows_back() {
+        let _serial = serial();
+        // Another thread makes the blocks; this one only frees them.
+        let size = 64;
+        let c = superslab::class_of(size);
+        let max = heap::cache_limit(c);
+        let ptrs: std::vec::Vec<usize> = std::thread::spawn(move || {
+            (0..4 * max as usize)
+                .map(|_| malloc(size).unwrap().addr())
+                .collect()
+        })
+        .join()
+        .unwrap();
+        std::thread::spawn(move || {
+            // A heap of its own first (a thread that never allocated frees
+            // straight to the slabs).
+            let other = malloc(4000).unwrap();
+            free(region(other), other).unwrap();
+            // The heap may be a parked one that served another test: start
+            // this class's cache empty, with no swap recorded.
+            let h = heap::current();
+            h.flush_all(c);
+            let bin = h.cache_bin(c);
+            // SAFETY: this thread's own bin.
+            unsafe { (*bin).swapped = false };
+            for a in ptrs {
+                let p = UserPtr::new(a as *mut u8).unwrap();
+                free(region(p), p).unwrap();
+            }
+            // SAFETY: this thread's own bin, read only.
+            let (limit, nfreed) = unsafe { ((*bin).limit, (*bin).nfreed) };
+            assert_eq!(limit, heap::FREE_ONLY_LIMIT.min(max));
+            assert!(nfreed <= limit);
+            // Now it mallocs the class too: the next overflow doubles back.
+            let mine: std::vec::Vec<UserPtr> = (0..40).map(|_| malloc(size).unwrap()).collect();
+            for p in mine {
+                free(region(p), p).unwrap();
+            }
+            // SAFETY: as above.
+            let limit = unsafe { (*bin).limit };
+            assert!(limit > heap::FREE_ONLY_LIMIT.min(max), "limit {limit}");
+            assert!(limit <= max);
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -8,7 +8,7 @@
 //! caches, slab free lists, carving, remote queues) is written through
 //! [`link`] and read through [`next`]:
 //!
-//! - **Double frees are detected at the second free.** [`on_free`] reads only
+//! - **Double frees are detected at the second free.** [`is_free`] reads only
 //!   the second word: finding the canary means the block is free right now
 //!   (in some thread's cache, a slab's free list or a remote queue), so this
 //!   is a double free, from whichever thread. `malloc` clears the canary when

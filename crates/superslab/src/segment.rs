@@ -69,7 +69,9 @@ pub struct Segment {
     slab_count: u32,
     pool: UnsafeCell<SegmentPoolState>,
     /// Per 64 KiB of the segment (a small slab's size, whatever this
-    /// segment's slab kind): the class of the slab there, or [`NO_CLASS`]
+    /// segment's slab kind; only `set_slot_class` and `create` write it, so
+    /// every entry is a class below `NUM_CLASSES` or [`NO_CLASS`]): the
+    /// class of the slab there, or [`NO_CLASS`]
     /// while it has none. One read-mostly cache line that validates a free of
     /// any block in the segment without touching the slab's own metadata,
     /// indexed by a constant shift (no slab-kind lookup on the free path).
@@ -189,6 +191,10 @@ impl Segment {
     /// class-map value `v` supplied by `row(v)`, for a caller that keeps
     /// copies of [`CHECKS`]' rows where it reads them anyway. Returns the
     /// block and its class (below [`NUM_CLASSES`](crate::NUM_CLASSES)).
+    ///
+    /// `row` is called exactly once, before this returns, whatever the
+    /// result. The class map holds only classes (below `NUM_CLASSES`) and
+    /// [`NO_CLASS`], so `v` is one of those.
     ///
     /// # Safety
     /// As for [`block_at`](Self::block_at), and `row(v)` is equal to

@@ -19,8 +19,9 @@
 //! Counters (lesson 8): `used` is the number of blocks outside the slab's own
 //! free list: held by the program, sitting in a thread cache, or in flight
 //! back through `remote`. `pop` adds one, `take` adds what it took,
-//! `push_local` subtracts one, a drain subtracts what it drained. `used == 0`
-//! means empty.
+//! `push_local` subtracts one, `collect_remote` subtracts what it drained
+//! (`take_remote` subtracts nothing: it moves blocks from the remote queue
+//! to the owner's cache, and both count as used). `used == 0` means empty.
 
 use crate::ptr::{BlockPtr, UserPtr};
 use crate::size_class::CLASSES;
@@ -521,5 +522,105 @@ mod tests {
                 assert!(!k.accepts(rel), "row {c} is not a class");
             }
         }
+    }
+
+    /// A formatted slab of `class` in a fresh segment of `kind`, with its
+    /// owner's token; the caller destroys the segment.
+    fn formatted(
+        kind: crate::SlabKind,
+        slot: usize,
+        class: usize,
+    ) -> (
+        core::ptr::NonNull<crate::Segment>,
+        &'static super::Slab,
+        remote_queue::OwnerToken<'static>,
+    ) {
+        crate::canary::init();
+        let seg = crate::Segment::create(kind).expect("map a segment");
+        // SAFETY: a live segment, destroyed only by the caller, after its
+        // last use of the slab.
+        let s: &'static super::Slab = unsafe { &*(seg.as_ref().slab(slot) as *const super::Slab) };
+        let tok = s.remote.claim(0x1000).expect("a fresh slab has no owner");
+        s.format(&tok, class);
+        (seg, s, tok)
+    }
+
+    fn pop_n(
+        s: &super::Slab,
+        tok: &remote_queue::OwnerToken<'_>,
+        n: usize,
+    ) -> std::vec::Vec<usize> {
+        (0..n)
+            .map(|_| match s.pop(tok) {
+                Some(b) => b.addr(),
+                None => {
+                    assert!(s.refill(tok), "slab exhausted");
+                    s.pop(tok).unwrap().addr()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn take_remote_hands_over_every_remote_free_and_counts_nothing() {
+        let (seg, s, tok) = formatted(crate::SlabKind::Small, 1, 3);
+        let blocks = pop_n(s, &tok, 40);
+        assert_eq!(s.used(&tok), 40);
+        assert!(s.take_remote(&tok).is_none(), "nothing queued yet");
+        for &a in &blocks {
+            let b = s
+                .block_of(crate::UserPtr::new(a as *mut u8).unwrap())
+                .unwrap();
+            let _woke = s.push_remote(b);
+        }
+        // Queued blocks still count as used; so do blocks the owner takes.
+        assert_eq!(s.used(&tok), 40);
+        let head = s.take_remote(&tok).expect("the queued chain");
+        assert_eq!(s.used(&tok), 40);
+        assert!(s.take_remote(&tok).is_none(), "the queue is empty after");
+        let key = crate::canary::key();
+        let mut got = std::vec::Vec::new();
+        let mut n = head.as_ptr();
+        while !n.is_null() {
+            got.push(n as usize);
+            // SAFETY: the chain's nodes are free blocks of this slab, linked
+            // with guard words by the pushes.
+            n = unsafe { crate::canary::next(n, key) };
+        }
+        got.sort_unstable();
+        let mut want = blocks.clone();
+        want.sort_unstable();
+        assert_eq!(got, want, "every remote free, once");
+        // SAFETY: no reference into the segment is used after this.
+        unsafe { crate::Segment::destroy(seg) };
+    }
+
+    #[test]
+    fn a_medium_slab_is_found_from_any_of_its_64k_parts() {
+        // A 512 KiB slab covers eight class-map entries; every block start
+        // in it is accepted with its class, wherever it lies.
+        let class = crate::size_class::class_of_const(20_000);
+        assert_eq!(CLASSES[class].kind, crate::SlabKind::Medium);
+        let (seg, s, tok) = formatted(crate::SlabKind::Medium, 1, class);
+        let stride = CLASSES[class].stride as usize;
+        let blocks = pop_n(s, &tok, CLASSES[class].capacity as usize);
+        let base = seg.cast::<u8>();
+        let mut parts = std::collections::BTreeSet::new();
+        for &a in &blocks {
+            parts.insert((a >> 16) & 7);
+            // SAFETY: `a` lies inside the live segment at `base`.
+            let (b, c) = unsafe { crate::Segment::block_at(base, a) }.unwrap();
+            assert_eq!((b.addr(), c), (a, class));
+            // SAFETY: as above.
+            let inner = unsafe { crate::Segment::block_at(base, a + stride / 2) };
+            assert_eq!(inner.err(), Some(super::BadPointer::NotBlockStart));
+        }
+        assert_eq!(parts.len(), 8, "blocks in every 64 KiB part: {parts:?}");
+        // Slot 0 (the header) has no class: nothing there is a block.
+        // SAFETY: inside the segment.
+        let hdr = unsafe { crate::Segment::block_at(base, base.as_ptr() as usize + 4096) };
+        assert_eq!(hdr.err(), Some(super::BadPointer::SlabUnused));
+        // SAFETY: no reference into the segment is used after this.
+        unsafe { crate::Segment::destroy(seg) };
     }
 }
