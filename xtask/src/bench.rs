@@ -74,6 +74,10 @@ struct Row {
 #[derive(Default, Clone)]
 struct Cell {
     ops: Vec<f64>,
+    /// Per interleaving round: the run's figure, `None` if it was invalid.
+    /// Runs of one round are minutes apart at most, so ratios within a
+    /// round see the same machine (the "paired" column).
+    by_run: Vec<Option<f64>>,
     rss_kib: Vec<u64>,
     identity: String,
     invalid: Vec<String>,
@@ -533,10 +537,14 @@ pub fn bench(args: &[String]) -> Result<(), String> {
                 match run_one(row, a) {
                     Ok((ops, rss, ident)) => {
                         cell.ops.push(ops);
+                        cell.by_run.push(Some(ops));
                         cell.rss_kib.push(rss);
                         cell.identity = ident;
                     }
-                    Err(e) => cell.invalid.push(e),
+                    Err(e) => {
+                        cell.by_run.push(None);
+                        cell.invalid.push(e);
+                    }
                 }
             }
         }
@@ -615,8 +623,8 @@ fn table(rows: &[Row], allocs: &[Alloc], cells: &[Vec<Cell>], o: &Opts) -> Strin
     for a in allocs {
         let _ = write!(s, " | {:>26}", a.name);
     }
-    let _ = writeln!(s, " | hakmem/mimalloc | hakmem/best other");
-    let _ = writeln!(s, "{}", "-".repeat(22 + allocs.len() * 29 + 38));
+    let _ = writeln!(s, " | hakmem/mimalloc | hakmem/best other | paired");
+    let _ = writeln!(s, "{}", "-".repeat(22 + allocs.len() * 29 + 60));
     for (ri, row) in rows.iter().enumerate() {
         let _ = write!(s, "{:<22}", format!("{} {}T", row.label, row.threads));
         for c in &cells[ri] {
@@ -650,17 +658,41 @@ fn table(rows: &[Row], allocs: &[Alloc], cells: &[Vec<Cell>], o: &Opts) -> Strin
         };
         let best = (0..allocs.len())
             .filter(|&i| !allocs[i].name.starts_with("hakmem"))
-            .filter_map(|i| med(i).map(|m| (m, allocs[i].name)))
+            .filter_map(|i| med(i).map(|m| (m, i)))
             .max_by(|a, b| a.0.total_cmp(&b.0));
+        // The same ratio taken within each interleaving round, then the
+        // median: steadier than a ratio of medians when the machine's speed
+        // drifts between rounds.
+        let paired = match (hak, best) {
+            (Some(h), Some((m, b))) if m > 0.0 => {
+                let r: Vec<f64> = cells[ri][h]
+                    .by_run
+                    .iter()
+                    .zip(&cells[ri][b].by_run)
+                    .filter_map(|(x, y)| match (x, y) {
+                        (Some(x), Some(y)) if *y > 0.0 => Some(x / y),
+                        _ => None,
+                    })
+                    .collect();
+                if r.is_empty() {
+                    "-".into()
+                } else {
+                    format!("{:.2}x (n={})", median(&r), r.len())
+                }
+            }
+            _ => "-".into(),
+        };
+        let vs = match best {
+            Some((m, b)) if m > 0.0 => format!("{} (vs {})", ratio(Some(m)), allocs[b].name),
+            Some(_) => "- (every other allocator: 0)".into(),
+            None => "-".into(),
+        };
         let _ = writeln!(
             s,
-            " | {:>15} | {}",
+            " | {:>15} | {:<27} | {}",
             ratio(mim.and_then(med)),
-            match best {
-                Some((m, n)) if m > 0.0 => format!("{} (vs {n})", ratio(Some(m))),
-                Some(_) => "- (every other allocator: 0)".into(),
-                None => "-".into(),
-            }
+            vs,
+            paired
         );
     }
     let invalid: Vec<String> = rows
