@@ -228,9 +228,7 @@ fn refill_and_pop(heap: &'static Heap, c: usize) -> Option<UserPtr> {
                     unsafe {
                         debug_assert!((*bin).head.is_null());
                         (*bin).head = chain.as_ptr();
-                        if let Some(p) = cache_pop(bin) {
-                            return Some(p);
-                        }
+                        return cache_pop(bin);
                     }
                 }
                 if s.refill(&tok) {

@@ -40,6 +40,12 @@ mod tests {
         shared_pool::lookup(p.addr()).expect("hakmem owns its blocks")
     }
 
+    fn free_all(ptrs: impl IntoIterator<Item = UserPtr>) {
+        for p in ptrs {
+            free(region(p), p).unwrap();
+        }
+    }
+
     /// One test at a time: some assert on the process-wide segment count,
     /// which another test's allocations would change.
     fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -140,9 +146,7 @@ mod tests {
         let again: std::vec::Vec<UserPtr> =
             (0..10_000).map(|i| malloc(16 + i % 500).unwrap()).collect();
         assert!(shared_pool::stats().segments <= segs + 1);
-        for p in again {
-            free(region(p), p).unwrap();
-        }
+        free_all(again);
     }
 
     #[test]
@@ -166,9 +170,7 @@ mod tests {
             parts.len() >= 4,
             "blocks spread over the slab's parts: {parts:?}"
         );
-        for p in ptrs {
-            free(region(p), p).unwrap();
-        }
+        free_all(ptrs);
     }
 
     #[test]
@@ -207,9 +209,7 @@ mod tests {
             assert!(nfreed <= limit);
             // Now it mallocs the class too: the next overflow doubles back.
             let mine: std::vec::Vec<UserPtr> = (0..40).map(|_| malloc(size).unwrap()).collect();
-            for p in mine {
-                free(region(p), p).unwrap();
-            }
+            free_all(mine);
             // SAFETY: as above.
             let limit = unsafe { (*bin).limit };
             assert!(limit > heap::FREE_ONLY_LIMIT.min(max), "limit {limit}");

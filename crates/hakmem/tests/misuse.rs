@@ -51,13 +51,19 @@ fn class_sizes() -> Vec<usize> {
 /// one (a whole segment's size), and a size that is not a page multiple.
 const LARGE_SIZES: [usize; 3] = [200 << 10, 4 << 20, (1 << 20) + 12345];
 
-fn expect_abort(exe: &Path, mode: &str, size: usize, message: &str) {
-    let out = Command::new(exe)
+/// One run of the misuse program in `mode` on blocks of `size` bytes, under
+/// the preload.
+fn run(exe: &Path, mode: &str, size: usize) -> std::process::Output {
+    Command::new(exe)
         .arg(mode)
         .arg(size.to_string())
         .env("LD_PRELOAD", lib())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn expect_abort(exe: &Path, mode: &str, size: usize, message: &str) {
+    let out = run(exe, mode, size);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.signal(),
@@ -187,11 +193,7 @@ fn free_of_static_data() {
 
 #[test]
 fn glibc_blocks_still_go_to_glibc() {
-    let out = Command::new(program())
-        .args(["glibc", "64"])
-        .env("LD_PRELOAD", lib())
-        .output()
-        .unwrap();
+    let out = run(&program(), "glibc", 64);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("glibc OK"),
@@ -205,12 +207,7 @@ fn glibc_blocks_still_go_to_glibc() {
 fn overflow_off_the_end_of_a_segment_faults_on_its_guard_page() {
     let exe = program();
     for size in [16usize, 64, 1024] {
-        let out = Command::new(&exe)
-            .arg("segment-end")
-            .arg(size.to_string())
-            .env("LD_PRELOAD", lib())
-            .output()
-            .unwrap();
+        let out = run(&exe, "segment-end", size);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             stdout.contains("last block"),
