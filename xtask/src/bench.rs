@@ -35,6 +35,9 @@ Allocators: hakmem (LD_PRELOAD), hakmem-linked, glibc, Debian's mimalloc
 3.3 and 2.3, built once from the crates.io package libmimalloc-sys into
 target/anchors/, and snmalloc 0.7.6, built once from snmalloc-sys (needs
 g++). Each run prints the allocator that served it.
+On request only (--only ...,hakmem-unchecked): hakmem built without its
+double-free check (--no-default-features, into target/bench-unchecked), to
+measure what the check costs. Like hakmem-linked, it is never an anchor.
 ";
 
 const LIBDIR: &str = "/usr/lib/x86_64-linux-gnu";
@@ -50,6 +53,13 @@ struct Alloc {
     /// What the benchmark's identification line must start with.
     expect: &'static str,
 }
+
+/// The opt-in allocator: hakmem without its double-free check.
+const UNCHECKED: &str = "hakmem-unchecked";
+/// Where `UNCHECKED` is built.
+const UNCHECKED_DIR: &str = "target/bench-unchecked";
+/// What an unchecked build's version says (`hakmem::VERSION`).
+const UNCHECKED_MARK: &str = " unchecked";
 
 /// What a row measures.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -321,6 +331,17 @@ fn allocators(o: &Opts) -> (Vec<Alloc>, Vec<String>) {
             expect: "glibc",
         },
     ];
+    if o.only
+        .as_ref()
+        .is_some_and(|l| l.iter().any(|x| x == UNCHECKED))
+    {
+        all.push(Alloc {
+            name: UNCHECKED,
+            preload: Some(root().join(UNCHECKED_DIR).join("release/libhakmem.so")),
+            linked: false,
+            expect: "hakmem",
+        });
+    }
     let competitors = [
         ("mimalloc", "libmimalloc.so.2", "libmimalloc2.0"), // Debian's 2.0.9
         ("jemalloc", "libjemalloc.so.2", "libjemalloc2"),
@@ -392,9 +413,23 @@ pub fn build_preload_and_programs() -> Result<(), String> {
     )
 }
 
-fn build() -> Result<(), String> {
+fn build(allocs: &[Alloc]) -> Result<(), String> {
     let cargo = crate::cargo;
     build_preload_and_programs()?;
+    if allocs.iter().any(|a| a.name == UNCHECKED) {
+        run(
+            "build libhakmem.so without the double-free check (release)",
+            cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "hakmem_preload",
+                "--no-default-features",
+                "--target-dir",
+                UNCHECKED_DIR,
+            ]),
+        )?;
+    }
     run(
         "build benchmarks linked to hakmem (release)",
         cargo().args([
@@ -444,6 +479,14 @@ fn run_one(row: &Row, a: &Alloc) -> Result<(f64, u64, String), String> {
             a.expect
         ));
     }
+    // The two hakmem libraries say which they are: neither may stand in for
+    // the other.
+    if a.expect == "hakmem" && ident.contains(UNCHECKED_MARK) != (a.name == UNCHECKED) {
+        return Err(format!(
+            "expected {} but the run was served by `{ident}`",
+            a.name
+        ));
+    }
     if a.linked && !ident.contains(&binary(row.bench, a).display().to_string()) {
         return Err(format!(
             "expected malloc from the benchmark binary itself, got `{ident}`"
@@ -490,7 +533,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     if allocs.is_empty() {
         return Err("no allocator selected".into());
     }
-    build()?;
+    build(&allocs)?;
     // Reject bad benchmark arguments up front, with the program's own message,
     // instead of reporting a table of invalid runs. A zero-second Larson run is
     // cheap; the other programs validate before doing any work.
@@ -773,6 +816,7 @@ fn to_svg(name: &str, rows: &[Row], allocs: &[Alloc], cells: &[Vec<Cell>]) -> St
     let color = |a: &Alloc| match a.name {
         "hakmem" => "#d62728",
         "hakmem-linked" => "#ff9896",
+        UNCHECKED => "#ffbb78",
         "glibc" => "#7f7f7f",
         "mimalloc" => "#1f77b4",
         "jemalloc" => "#2ca02c",

@@ -17,9 +17,7 @@ use front_gate as fg;
 /// that hakmem is the allocator actually serving it.
 #[no_mangle]
 pub extern "C" fn hakmem_version() -> *const c_char {
-    concat!("hakmem ", env!("CARGO_PKG_VERSION"), "\0")
-        .as_ptr()
-        .cast()
+    version_str!("\0").as_ptr().cast()
 }
 
 extern "C" fn hakmem_init() {

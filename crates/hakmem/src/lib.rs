@@ -17,11 +17,34 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::c_void;
 
+/// What a build without the `double-free-check` feature adds to its version.
+#[cfg(feature = "double-free-check")]
+macro_rules! checks_suffix {
+    () => {
+        ""
+    };
+}
+#[cfg(not(feature = "double-free-check"))]
+macro_rules! checks_suffix {
+    () => {
+        " unchecked"
+    };
+}
+
+/// [`VERSION`] as a literal, so the C ABI can append its NUL with `concat!`.
+macro_rules! version_str {
+    ($($tail:expr)?) => {
+        concat!("hakmem ", env!("CARGO_PKG_VERSION"), checks_suffix!() $(, $tail)?)
+    };
+}
+
 #[cfg(feature = "c-abi")]
 mod c_abi;
 
-/// hakmem's version string, as exported to C by `hakmem_version()`.
-pub const VERSION: &str = concat!("hakmem ", env!("CARGO_PKG_VERSION"));
+/// hakmem's version string, as exported to C by `hakmem_version()`. A build
+/// without the `double-free-check` feature says so (`hakmem 0.1.0
+/// unchecked`), so a benchmark can tell which of the two served it.
+pub const VERSION: &str = version_str!();
 
 /// The hakmem allocator, for `#[global_allocator]`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -95,4 +118,26 @@ pub fn pool_stats() -> shared_pool::PoolStats {
 /// Heaps of live threads (tests use this to check thread churn is bounded).
 pub fn live_heaps() -> usize {
     core_alloc::live_heaps()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_version_says_whether_the_double_free_check_is_built_in() {
+        assert!(super::VERSION.starts_with(concat!("hakmem ", env!("CARGO_PKG_VERSION"))));
+        assert_eq!(
+            super::VERSION.ends_with(" unchecked"),
+            !cfg!(feature = "double-free-check"),
+            "{}",
+            super::VERSION
+        );
+    }
+
+    #[cfg(feature = "c-abi")]
+    #[test]
+    fn the_c_version_is_the_same_string() {
+        // SAFETY: hakmem_version returns a static NUL-terminated string.
+        let c = unsafe { core::ffi::CStr::from_ptr(super::c_abi::hakmem_version()) };
+        assert_eq!(c.to_str().unwrap(), super::VERSION);
+    }
 }
