@@ -331,10 +331,9 @@ fn allocators(o: &Opts) -> (Vec<Alloc>, Vec<String>) {
             expect: "glibc",
         },
     ];
-    if o.only
-        .as_ref()
-        .is_some_and(|l| l.iter().any(|x| x == UNCHECKED))
-    {
+    let named = |n: &str| o.only.as_ref().is_some_and(|l| l.iter().any(|x| x == n));
+    let wanted = |n: &str| o.only.is_none() || named(n);
+    if named(UNCHECKED) {
         all.push(Alloc {
             name: UNCHECKED,
             preload: Some(root().join(UNCHECKED_DIR).join("release/libhakmem.so")),
@@ -351,7 +350,6 @@ fn allocators(o: &Opts) -> (Vec<Alloc>, Vec<String>) {
             "libtcmalloc-minimal4",
         ),
     ];
-    let wanted = |n: &str| o.only.as_ref().is_none_or(|l| l.iter().any(|x| x == n));
     let missing: Vec<&str> = competitors
         .iter()
         .filter(|(n, lib, _)| wanted(n) && !Path::new(LIBDIR).join(lib).exists())
@@ -403,10 +401,7 @@ fn allocators(o: &Opts) -> (Vec<Alloc>, Vec<String>) {
 
 /// Builds the LD_PRELOAD library and the benchmark programs (release).
 pub fn build_preload_and_programs() -> Result<(), String> {
-    run(
-        "build libhakmem.so (release)",
-        crate::cargo().args(["build", "--release", "-p", "hakmem_preload"]),
-    )?;
+    crate::build_preload(&[])?;
     run(
         "build benchmark programs (release)",
         crate::cargo().args(["build", "--release", "-p", "hakmem-benches", "--bins"]),
@@ -417,18 +412,7 @@ fn build(allocs: &[Alloc]) -> Result<(), String> {
     let cargo = crate::cargo;
     build_preload_and_programs()?;
     if allocs.iter().any(|a| a.name == UNCHECKED) {
-        run(
-            "build libhakmem.so without the double-free check (release)",
-            cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "hakmem_preload",
-                "--no-default-features",
-                "--target-dir",
-                UNCHECKED_DIR,
-            ]),
-        )?;
+        crate::build_preload(&["--no-default-features", "--target-dir", UNCHECKED_DIR])?;
     }
     run(
         "build benchmarks linked to hakmem (release)",
@@ -481,7 +465,7 @@ fn run_one(row: &Row, a: &Alloc) -> Result<(f64, u64, String), String> {
     }
     // The two hakmem libraries say which they are: neither may stand in for
     // the other.
-    if a.expect == "hakmem" && ident.contains(UNCHECKED_MARK) != (a.name == UNCHECKED) {
+    if a.name.starts_with("hakmem") && ident.contains(UNCHECKED_MARK) != (a.name == UNCHECKED) {
         return Err(format!(
             "expected {} but the run was served by `{ident}`",
             a.name

@@ -110,6 +110,17 @@ pub fn preload_so() -> PathBuf {
     root().join("target/release/libhakmem.so")
 }
 
+/// Builds the LD_PRELOAD library (`crates/hakmem_preload`) in release mode,
+/// with `extra` cargo arguments (features, target directory).
+pub fn build_preload(extra: &[&str]) -> Result<(), String> {
+    run(
+        format!("build libhakmem.so (release) {}", extra.join(" ")).trim_end(),
+        cargo()
+            .args(["build", "--release", "-p", "hakmem_preload"])
+            .args(extra),
+    )
+}
+
 fn test(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     let t = Instant::now();
@@ -131,10 +142,7 @@ fn test(args: &[String]) -> Result<(), String> {
             ]),
         )?;
     }
-    run(
-        "build the LD_PRELOAD library (release)",
-        cargo().args(["build", "--release", "-p", "hakmem_preload"]),
-    )?;
+    build_preload(&[])?;
     let so = preload_so();
     if !so.exists() {
         return Err(format!("{} was not produced", so.display()));
